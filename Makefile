@@ -1,0 +1,203 @@
+# modelstream - build, test, bench, fuzz, sanitizers, format, install.
+#
+#   make            the library (shared + static), the CLI and the pkg-config file
+#   make test       installs what is missing, then runs every check CI runs
+#   make demo       installs what is missing, then streams a generated model
+#   make bench      benchmarks against memcpy, cat, Python safetensors, Run:ai
+#   make fuzz       fuzzes the header parser for FUZZ_SECONDS (default 60)
+#   make SANITIZE=address,undefined test-unit    one sanitizer build of the unit tests
+#   make install PREFIX=/usr/local
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PREFIX    ?= /usr/local
+CC        ?= cc
+SANITIZE  ?=
+B         ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+comma     := ,
+
+VERSION   := 0.1.0
+SOMAJOR   := 0
+
+WARNINGS  := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+             -Wmissing-prototypes -Wformat=2 -Werror
+OPT       ?= -O2 -g
+SANFLAGS  := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+CPPFLAGS  += -D_GNU_SOURCE -Ilib/include -Ilib
+CFLAGS    += $(WARNINGS) $(OPT) $(SANFLAGS) -fPIC -pthread
+LDFLAGS   += $(SANFLAGS) -pthread
+LIB_LIBS  := -lcjson -lm
+CMD_LIBS  := -lcrypto
+
+LIB_SRC   := $(wildcard lib/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
+CMD_SRC   := $(wildcard cmd/modelstream/*.c)
+CMD_OBJ   := $(CMD_SRC:%.c=$(B)/%.o)
+SUP_SRC   := tests/support/stgen.c
+SUP_OBJ   := $(SUP_SRC:%.c=$(B)/%.o)
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+
+SONAME    := libmodelstream.so.$(SOMAJOR)
+SHARED    := $(B)/libmodelstream.so.$(VERSION)
+STATIC    := $(B)/libmodelstream.a
+CLI       := $(B)/modelstream
+MKMODEL   := $(B)/mkmodel
+
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress crosscheck cli-tests deps demo bench fuzz \
+        headercheck format format-check style-check install uninstall clean
+
+all: lib cli $(MKMODEL) $(B)/modelstream.pc
+
+lib: $(SHARED) $(STATIC)
+cli: $(CLI)
+
+$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h lib/include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -DMS_BUILDING_LIBRARY -fvisibility=hidden $(CFLAGS) -c $< -o $@
+
+$(B)/cmd/%.o: cmd/%.c $(wildcard cmd/modelstream/*.h lib/include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(B)/tests/%.o: tests/%.c $(wildcard tests/support/*.h lib/*.h lib/include/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -c $< -o $@
+
+$(SHARED): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+	ln -sf $(notdir $@) $(B)/$(SONAME)
+	ln -sf $(SONAME) $(B)/libmodelstream.so
+
+$(STATIC): $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+# The CLI links the library statically: one self-contained binary for containers.
+$(CLI): $(CMD_OBJ) $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(STATIC) $(LIB_LIBS) $(CMD_LIBS)
+
+$(MKMODEL): $(B)/tests/support/mkmodel.o $(SUP_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^
+
+$(B)/modelstream.pc: modelstream.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# Unit tests see the library's internals through the static archive.
+$(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
+
+# ---------------------------------------------------------------------------------------
+# Tests
+
+# The README's test command: everything CI checks, after installing what is missing.
+test: deps
+	$(MAKE) --no-print-directory format-check style-check headercheck
+	$(MAKE) --no-print-directory all
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests check-sanitizers \
+	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
+
+# Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
+# pass and not for another, so that both arena paths are covered.
+test-unit: $(TEST_BIN) $(CLI) $(MKMODEL)
+	tests/run-unit.sh $(B) $(TEST_BIN)
+
+# Without the installs and the sanitizer builds: the quick loop while editing.
+test-fast: all
+	$(MAKE) --no-print-directory -k test-unit crosscheck cli-tests
+
+crosscheck: $(CLI) $(MKMODEL)
+	python3 tests/crosscheck.py --modelstream $(CLI) --mkmodel $(MKMODEL) | tee $(B)/crosscheck.log
+
+cli-tests: $(CLI) $(MKMODEL)
+	tests/cli.sh $(B) | tee $(B)/cli-tests.log
+
+check-sanitizers:
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress
+	$(MAKE) --no-print-directory SANITIZE=thread stress
+
+# The engine's randomized stress run; the one engine test ThreadSanitizer can run.
+STRESS_ROUNDS ?= 40
+stress: $(B)/tests/stress_engine
+	@$(B)/tests/stress_engine $(STRESS_ROUNDS) > $(B)/stress.full.log 2>&1; rc=$$?; \
+	  grep -E 'FAIL|WARNING|ERROR' $(B)/stress.full.log | head -20; \
+	  tail -n 1 $(B)/stress.full.log | tee $(B)/stress.log; \
+	  [ $$rc -eq 0 ] || { echo "stress_engine exited $$rc (see $(B)/stress.full.log)"; \
+	                      echo "0 passed, 1 failed" > $(B)/stress.log; exit 1; }
+
+$(B)/tests/stress_engine: $(B)/tests/stress_engine.o $(SUP_OBJ) $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+deps:
+	@scripts/deps.sh
+
+headercheck:
+	@mkdir -p $(B)
+	$(CC) -std=c11 -Wall -Wextra -Wpedantic -Werror -Ilib/include -c tests/headercheck.c -o $(B)/headercheck.o
+	$(CC) -std=c99 -Wall -Wextra -Wpedantic -Werror -Ilib/include -c tests/headercheck.c -o $(B)/headercheck99.o
+	@echo "headercheck: modelstream.h compiles on its own (C11, C99)"
+
+FORMAT_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find lib cmd tests -name '*.[ch]')
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+	@echo "format-check: ok"
+
+style-check:
+	@scripts/check-source.sh
+
+# ---------------------------------------------------------------------------------------
+# Demo, bench, fuzz
+
+demo: deps
+	$(MAKE) --no-print-directory all
+	scripts/demo.sh $(B)
+
+bench: all $(B)/memcpy_bench
+	python3 tests/bench/run_bench.py --build $(B) $(BENCH_ARGS)
+
+$(B)/memcpy_bench: tests/bench/memcpy_bench.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -o $@ $<
+
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+$(B)/fuzz_header: tests/fuzz/fuzz_header.c $(LIB_SRC) $(wildcard lib/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined \
+	  -o $@ tests/fuzz/fuzz_header.c $(LIB_SRC) $(LIB_LIBS) -pthread
+
+fuzz: $(B)/fuzz_header
+	@mkdir -p $(B)/fuzz-corpus
+	$(B)/fuzz_header -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  -dict=tests/fuzz/header.dict $(B)/fuzz-corpus tests/fuzz/corpus
+
+# ---------------------------------------------------------------------------------------
+# Install
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 lib/include/modelstream.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libmodelstream.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmodelstream.so
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(B)/modelstream.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/modelstream.h $(DESTDIR)$(PREFIX)/lib/libmodelstream.* \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/modelstream.pc $(DESTDIR)$(PREFIX)/bin/modelstream
+
+clean:
+	rm -rf build build-*
+
+-include $(wildcard $(B)/*/*.d)
+.SECONDARY:

@@ -1,0 +1,293 @@
+/*
+ * stream.c - `modelstream stream PATH...`: streams tensors into host memory and reports
+ * how fast, optionally with a SHA-256 per tensor.
+ *
+ * SIGINT and SIGTERM are blocked in every thread and taken by one thread with sigwait(),
+ * which calls ms_streamer_cancel(): the library's one cross-thread call, used the way it
+ * is meant to be. The main thread then sees MS_ECANCELED and exits with 130.
+ */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <openssl/evp.h>
+
+#include "modelstream.h"
+
+#include "cli.h"
+
+static const char stream_usage[] =
+    "Usage: modelstream stream PATH... [OPTIONS]\n"
+    "\n"
+    "Streams the tensors of the safetensors files PATH... into host memory, in file\n"
+    "order, and reports throughput and time to first tensor on stderr.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --concurrency N     parallel reads, 1-256 (default 16)\n"
+    "  -m, --memory-limit B    -1 unlimited (default), 0 the largest tensor, or bytes\n"
+    "                          (suffixes K, M, G, T: 512M); a ring buffer of that size\n"
+    "      --chunk-size B      size of one read (default 8M; 64K to 1G)\n"
+    "  -s, --select GLOB       stream only tensors whose name matches GLOB (repeatable;\n"
+    "                          shell patterns: 'model.layers.1.*')\n"
+    "      --direct-io MODE    auto (default: O_DIRECT for large uncached files), on, off\n"
+    "      --checksum          print '<sha256>  <name>' for every tensor on stdout\n"
+    "      --json              print a JSON summary on stdout instead of the text one\n"
+    "  -q, --quiet             no summary\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "Environment (flags win): RUNAI_STREAMER_CONCURRENCY, RUNAI_STREAMER_MEMORY_LIMIT,\n"
+    "RUNAI_STREAMER_CHUNK_BYTESIZE, and MODELSTREAM_CONCURRENCY, MODELSTREAM_MEMORY_LIMIT,\n"
+    "MODELSTREAM_CHUNK_SIZE, which win over the RUNAI_ ones.\n"
+    "\n";
+
+typedef struct {
+	ms_streamer *streamer;
+	sigset_t signals;
+	int signal; /* the signal that asked us to stop, 0 if none; read after join */
+} signal_watch;
+
+static void *watch_signals(void *arg)
+{
+	signal_watch *w = arg;
+	int sig = 0;
+
+	if (sigwait(&w->signals, &sig) == 0 && sig != SIGUSR1) {
+		w->signal = sig;
+		ms_streamer_cancel(w->streamer);
+	}
+	return NULL;
+}
+
+static const char *page_kind(int pages)
+{
+	switch (pages) {
+	case 2:
+		return "reserved huge pages";
+	case 1:
+		return "transparent huge pages";
+	default:
+		return "small pages";
+	}
+}
+
+static uint64_t peak_rss_bytes(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
+}
+
+static void print_summary(const ms_stats *st, const ms_streamer_options *o, size_t files, int json)
+{
+	double seconds = (double)st->elapsed_ns / 1e9;
+	double gbps = seconds > 0 ? (double)st->bytes_delivered / 1e9 / seconds : 0;
+	char a[32], b[32], c[32];
+
+	if (json) {
+		printf("{\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"ttft_seconds\":%.6f,"
+		       "\"tensors\":%llu,\"files\":%zu,\"read_requests\":%llu,"
+		       "\"bytes_read\":%llu,\"arena_bytes\":%llu,\"arena_huge_pages\":%d,"
+		       "\"concurrency\":%u,\"memory_limit\":%lld,\"chunk_size\":%zu,"
+		       "\"peak_rss_bytes\":%llu}\n",
+		       (unsigned long long)st->bytes_delivered, seconds, gbps,
+		       (double)st->time_to_first_tensor_ns / 1e9,
+		       (unsigned long long)st->tensors_delivered, files,
+		       (unsigned long long)st->read_requests, (unsigned long long)st->bytes_read,
+		       (unsigned long long)st->arena_bytes, st->arena_huge_pages, o->concurrency,
+		       (long long)o->memory_limit, o->chunk_size,
+		       (unsigned long long)peak_rss_bytes());
+		return;
+	}
+	fprintf(stderr,
+	        "streamed %llu tensors, %s from %zu file%s in %.3f s: %.2f GB/s; first tensor "
+	        "after %.1f ms; %llu reads; arena %s on %s; peak RSS %s\n",
+	        (unsigned long long)st->tensors_delivered,
+	        cli_format_bytes(a, sizeof(a), st->bytes_delivered), files, files == 1 ? "" : "s",
+	        seconds, gbps, (double)st->time_to_first_tensor_ns / 1e6,
+	        (unsigned long long)st->read_requests,
+	        cli_format_bytes(b, sizeof(b), st->arena_bytes), page_kind(st->arena_huge_pages),
+	        cli_format_bytes(c, sizeof(c), peak_rss_bytes()));
+}
+
+static int print_checksum(EVP_MD_CTX *md, const ms_tensor *t)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	char hex[2 * EVP_MAX_MD_SIZE + 1];
+
+	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, t->data, (size_t)t->size) != 1 ||
+	    EVP_DigestFinal_ex(md, digest, &len) != 1) {
+		fprintf(stderr, "modelstream: %s: SHA-256 failed\n", t->name);
+		return -1;
+	}
+	for (unsigned i = 0; i < len; i++)
+		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+	printf("%s  %s\n", hex, t->name);
+	return 0;
+}
+
+typedef struct {
+	ms_streamer_options opts;
+	const char **select;
+	size_t select_count;
+	int checksum;
+	int json;
+	int quiet;
+} stream_args;
+
+static int parse_args(stream_args *a, int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"concurrency", required_argument, NULL, 'c'},
+	    {"memory-limit", required_argument, NULL, 'm'},
+	    {"chunk-size", required_argument, NULL, 'k'},
+	    {"select", required_argument, NULL, 's'},
+	    {"direct-io", required_argument, NULL, 'd'},
+	    {"checksum", no_argument, NULL, 'x'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int64_t size;
+	int c;
+
+	if (ms_streamer_options_from_env(&a->opts) < 0)
+		return cli_usage_error("%s", ms_error_last()->message);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:m:s:qh", options, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			if (cli_parse_uint(&a->opts.concurrency, optarg, 1, 256) != 0)
+				return cli_usage_error("--concurrency %s: expected 1 to 256",
+				                       optarg);
+			break;
+		case 'm':
+			if (cli_parse_size(&size, optarg) != 0)
+				return cli_usage_error(
+				    "--memory-limit %s: expected -1, 0 or a size "
+				    "such as 512M",
+				    optarg);
+			a->opts.memory_limit = size;
+			break;
+		case 'k':
+			if (cli_parse_size(&size, optarg) != 0 || size <= 0)
+				return cli_usage_error(
+				    "--chunk-size %s: expected a size such as 8M", optarg);
+			a->opts.chunk_size = (size_t)size;
+			break;
+		case 's':
+			a->select[a->select_count++] = optarg;
+			break;
+		case 'd':
+			if (strcmp(optarg, "auto") == 0)
+				a->opts.direct_io = MS_DIRECT_IO_AUTO;
+			else if (strcmp(optarg, "on") == 0)
+				a->opts.direct_io = MS_DIRECT_IO_ON;
+			else if (strcmp(optarg, "off") == 0)
+				a->opts.direct_io = MS_DIRECT_IO_OFF;
+			else
+				return cli_usage_error("--direct-io %s: expected auto, on or off",
+				                       optarg);
+			break;
+		case 'x':
+			a->checksum = 1;
+			break;
+		case 'j':
+			a->json = 1;
+			break;
+		case 'q':
+			a->quiet = 1;
+			break;
+		case 'h':
+			fputs(stream_usage, stdout);
+			fputs(cli_exit_codes_help, stdout);
+			return -1;
+		default:
+			return cli_usage_error("see 'modelstream stream --help'");
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("stream needs at least one PATH (see 'modelstream stream "
+		                       "--help')");
+	a->opts.select = a->select;
+	a->opts.select_count = a->select_count;
+	return 0;
+}
+
+int cmd_stream(int argc, char **argv)
+{
+	stream_args a = {.opts = MS_STREAMER_OPTIONS_INIT};
+	signal_watch watch = {0};
+	pthread_t watcher;
+	int watching = 0;
+	EVP_MD_CTX *md = NULL;
+	const ms_tensor *t;
+	ms_stats st;
+	int rc;
+
+	/* At most one pattern per argument: the array cannot overflow. */
+	a.select = calloc((size_t)argc, sizeof(*a.select));
+	if (a.select == NULL)
+		return cli_usage_error("out of memory");
+	rc = parse_args(&a, argc, argv);
+	if (rc != 0) {
+		free(a.select);
+		return rc < 0 ? EXIT_OK : rc;
+	}
+	if (a.checksum && (md = EVP_MD_CTX_new()) == NULL) {
+		rc = cli_usage_error("out of memory");
+		goto done;
+	}
+	if ((rc = ms_streamer_new(&watch.streamer, &a.opts)) < 0 ||
+	    (rc = ms_streamer_add_many(watch.streamer, (const char *const *)argv + optind,
+	                               (size_t)(argc - optind))) < 0) {
+		rc = cli_fail(rc);
+		goto done;
+	}
+	sigemptyset(&watch.signals);
+	sigaddset(&watch.signals, SIGINT);
+	sigaddset(&watch.signals, SIGTERM);
+	sigaddset(&watch.signals, SIGUSR1);
+	/* Blocked before the workers start, so that they inherit the mask. */
+	pthread_sigmask(SIG_BLOCK, &watch.signals, NULL);
+	watching = pthread_create(&watcher, NULL, watch_signals, &watch) == 0;
+
+	while ((rc = ms_streamer_next(&t, watch.streamer)) == 0) {
+		if (a.checksum && print_checksum(md, t) != 0) {
+			rc = EXIT_FAILURE_OTHER;
+			goto done;
+		}
+		ms_tensor_release(watch.streamer, t);
+	}
+	if (rc != MS_ITER_END) {
+		rc = cli_fail(rc);
+		goto done;
+	}
+	rc = EXIT_OK;
+	ms_streamer_stats(&st, watch.streamer);
+	/* The options as the streamer resolved them, for the summary. */
+	if (a.opts.concurrency == 0)
+		a.opts.concurrency = 16;
+	if (a.opts.chunk_size == 0)
+		a.opts.chunk_size = 8u << 20;
+	if (!a.quiet)
+		print_summary(&st, &a.opts, ms_streamer_file_count(watch.streamer), a.json);
+done:
+	if (watching) {
+		pthread_kill(watcher, SIGUSR1);
+		pthread_join(watcher, NULL);
+		if (watch.signal != 0)
+			rc = EXIT_CANCELED;
+	}
+	fflush(stdout);
+	ms_streamer_free(watch.streamer);
+	EVP_MD_CTX_free(md);
+	free(a.select);
+	return rc;
+}

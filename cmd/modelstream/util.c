@@ -1,0 +1,146 @@
+/*
+ * util.c - exit codes, sizes and error output shared by the subcommands.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelstream.h"
+
+#include "cli.h"
+
+const char cli_exit_codes_help[] =
+    "Exit codes:\n"
+    "  0    success\n"
+    "  1    failure: an I/O error, or anything not listed below\n"
+    "  2    usage: a bad command line, option or environment setting\n"
+    "  3    bad input: a file is not a valid safetensors file\n"
+    "  4    not found: a file does not exist\n"
+    "  5    permission denied\n"
+    "  6    memory limit too small for the model's largest tensor\n"
+    "  130  interrupted by SIGINT or SIGTERM\n";
+
+int cli_exit_code(int ms_code)
+{
+	switch (ms_code) {
+	case MS_OK:
+	case MS_ITER_END:
+		return EXIT_OK;
+	case MS_EINVAL:
+		return EXIT_USAGE;
+	case MS_EFORMAT:
+		return EXIT_BAD_INPUT;
+	case MS_ENOTFOUND:
+		return EXIT_NOT_FOUND;
+	case MS_EACCES:
+		return EXIT_DENIED;
+	case MS_ELIMIT:
+		return EXIT_LIMIT;
+	case MS_ECANCELED:
+		return EXIT_CANCELED;
+	default:
+		return EXIT_FAILURE_OTHER;
+	}
+}
+
+int cli_fail(int rc)
+{
+	fprintf(stderr, "modelstream: %s\n", ms_error_last()->message);
+	return cli_exit_code(rc);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("modelstream: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_USAGE;
+}
+
+int cli_parse_size(int64_t *out, const char *text)
+{
+	char *end = NULL;
+	long long v;
+	int shift = 0;
+
+	if (strcmp(text, "-1") == 0) {
+		*out = -1;
+		return 0;
+	}
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text || v < 0 || text[0] == '-' || text[0] == '+')
+		return -1;
+	switch (*end) {
+	case 'k':
+	case 'K':
+		shift = 10;
+		end++;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		end++;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		end++;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (shift != 0 && *end == 'i')
+		end++;
+	if (*end == 'B')
+		end++;
+	if (*end != '\0')
+		return -1;
+	if (shift != 0 && v > (INT64_MAX >> shift))
+		return -1;
+	*out = (int64_t)v << shift;
+	return 0;
+}
+
+int cli_parse_uint(unsigned *out, const char *text, unsigned min, unsigned max)
+{
+	char *end = NULL;
+	unsigned long v;
+
+	errno = 0;
+	if (text[0] == '-' || text[0] == '+')
+		return -1;
+	v = strtoul(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+const char *cli_format_bytes(char *buf, size_t size, uint64_t bytes)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)bytes;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, size, "%llu B", (unsigned long long)bytes);
+	else
+		snprintf(buf, size, "%.2f %s", v, units[u]);
+	return buf;
+}

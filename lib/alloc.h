@@ -1,0 +1,38 @@
+/*
+ * alloc.h - the library's one allocation front end.
+ *
+ * Every allocation in the library (and cJSON's, through its hooks) goes through here, so
+ * that a test can make the Nth allocation fail and walk every N, as curl's "torture" tests
+ * do. Outside tests the functions are thin wrappers around malloc and friends.
+ */
+#ifndef MS_ALLOC_H
+#define MS_ALLOC_H
+
+#include <stddef.h>
+
+void *ms__malloc(size_t size);
+void *ms__calloc(size_t count, size_t size);
+void *ms__realloc(void *ptr, size_t size);
+void ms__free(void *ptr);
+char *ms__strdup(const char *s);
+char *ms__strndup(const char *s, size_t n);
+
+/**
+ * Test hook: make the allocation `n` calls from now fail (1 = the very next one), and
+ * every one after it while `sticky` is set. n <= 0 switches failures off.
+ */
+void ms__alloc_fail_at(long n, int sticky);
+
+/** Test hook: the number of allocation calls since the process started. */
+long ms__alloc_count(void);
+
+/** Routes cJSON's allocations through this front end; idempotent and thread-safe. */
+void ms__alloc_init_json(void);
+
+/** Multiplies a * b into *out; returns 0, or -1 if the product does not fit. */
+static inline int ms__mul_overflow(size_t *out, size_t a, size_t b)
+{
+	return __builtin_mul_overflow(a, b, out) ? -1 : 0;
+}
+
+#endif

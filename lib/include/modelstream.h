@@ -1,0 +1,376 @@
+/*
+ * modelstream.h - the public interface of libmodelstream.
+ *
+ * libmodelstream streams the tensors of safetensors files into memory as fast as the
+ * storage allows. A streamer is given one or more files, reads each file's header, plans
+ * coalesced reads of the selected tensors, and lets worker threads fill a buffer arena
+ * while the caller takes tensors out in file order. This is the only public header;
+ * everything else in the library is internal.
+ *
+ * Conventions, for every function here:
+ *  - Functions return 0 on success or a negative MS_E* code. Codes are never renumbered.
+ *    After a failure, ms_error_last() returns a one-line message that names the input and
+ *    the cause; it never contains a secret.
+ *  - Out-parameters come first and are named `out`. On failure, `*out` is left NULL (or
+ *    untouched where stated).
+ *  - Every _free function accepts NULL.
+ *  - Unless a function says otherwise, a streamer is used from one thread at a time. The one
+ *    call that may come from any thread at any time is ms_streamer_cancel().
+ */
+#ifndef MODELSTREAM_H
+#define MODELSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(MS_BUILDING_LIBRARY) && defined(__GNUC__)
+#define MS_EXTERN __attribute__((visibility("default")))
+#else
+#define MS_EXTERN
+#endif
+
+#define MS_VERSION_MAJOR  0
+#define MS_VERSION_MINOR  1
+#define MS_VERSION_PATCH  0
+#define MS_VERSION_STRING "0.1.0"
+
+/** The version of the library actually loaded, as "MAJOR.MINOR.PATCH". */
+MS_EXTERN const char *ms_version(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Errors                                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+/** Error codes. 0 is success; the values are stable and never renumbered. */
+typedef enum {
+	MS_OK = 0,
+	MS_ERROR = -1,     /**< an error that fits no other code */
+	MS_ENOMEM = -2,    /**< an allocation or a memory mapping failed */
+	MS_EINVAL = -3,    /**< a bad argument or option */
+	MS_ENOTFOUND = -4, /**< a file, key or tensor does not exist */
+	MS_EACCES = -5,    /**< permission denied */
+	MS_EIO = -6,       /**< reading failed (the OS reported an I/O error, or a short file) */
+	MS_EFORMAT = -7,   /**< the input is not a valid safetensors file */
+	MS_ELIMIT = -8,    /**< the memory limit cannot hold what is asked of it */
+	MS_ECANCELED = -9, /**< ms_streamer_cancel() was called */
+	MS_EUNSUPPORTED = -10, /**< the operation or input is valid but not supported here */
+	MS_ESTATE = -11,       /**< the call is not valid in the object's current state */
+	MS_ITER_END = -31,     /**< not an error: ms_streamer_next() has delivered every tensor */
+} ms_error_code;
+
+/** The last error raised on the calling thread. */
+typedef struct {
+	int code;            /**< the MS_E* code */
+	const char *message; /**< one line, no trailing newline; never NULL */
+} ms_error;
+
+/**
+ * The last error that a libmodelstream call made on this thread. The returned memory
+ * belongs to the library and stays valid until the next failing call on this thread.
+ * Never returns NULL: with no error yet, code is MS_OK and message is "no error".
+ */
+MS_EXTERN const ms_error *ms_error_last(void);
+
+/** A short static description of an error code ("invalid safetensors file"). */
+MS_EXTERN const char *ms_strerror(int code);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Data types                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * The element types of the safetensors format, as of its current specification. The
+ * values are stable. Sub-byte types (F4, F6_*) report their element size in bits.
+ */
+typedef enum {
+	MS_DTYPE_BOOL = 0,
+	MS_DTYPE_U8,
+	MS_DTYPE_I8,
+	MS_DTYPE_U16,
+	MS_DTYPE_I16,
+	MS_DTYPE_F16,
+	MS_DTYPE_BF16,
+	MS_DTYPE_U32,
+	MS_DTYPE_I32,
+	MS_DTYPE_F32,
+	MS_DTYPE_U64,
+	MS_DTYPE_I64,
+	MS_DTYPE_F64,
+	MS_DTYPE_C64,     /**< complex of two F32 */
+	MS_DTYPE_F8_E4M3, /**< "F8_E4M3" */
+	MS_DTYPE_F8_E5M2, /**< "F8_E5M2" */
+	MS_DTYPE_F8_E8M0, /**< "F8_E8M0", a scale type */
+	MS_DTYPE_F4,      /**< "F4" (E2M1), 4 bits */
+	MS_DTYPE_F6_E2M3, /**< "F6_E2M3", 6 bits */
+	MS_DTYPE_F6_E3M2, /**< "F6_E3M2", 6 bits */
+	MS_DTYPE_COUNT_
+} ms_dtype;
+
+/** The dtype's name as the safetensors header spells it ("BF16"), or NULL if unknown. */
+MS_EXTERN const char *ms_dtype_name(ms_dtype dtype);
+
+/** The size of one element in bits (16 for BF16, 4 for F4), or 0 if unknown. */
+MS_EXTERN unsigned ms_dtype_bits(ms_dtype dtype);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Streamer options                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+/** How the streamer opens files. */
+typedef enum {
+	/** Use O_DIRECT for files that are mostly absent from the page cache (checked with
+	 * mincore when a file is added), buffered reads for files that are cached. */
+	MS_DIRECT_IO_AUTO = 0,
+	MS_DIRECT_IO_OFF = 1, /**< always read through the page cache */
+	MS_DIRECT_IO_ON = 2,  /**< always O_DIRECT; fails where the file system refuses it */
+} ms_direct_io;
+
+/** Unlimited memory: the arena holds every selected tensor at once. */
+#define MS_MEMORY_UNLIMITED (-1)
+/** The smallest arena that works: the size of the largest selected tensor. */
+#define MS_MEMORY_MINIMUM           0
+
+#define MS_STREAMER_OPTIONS_VERSION 1
+
+/**
+ * Options for ms_streamer_new(). Initialise with MS_STREAMER_OPTIONS_INIT or
+ * ms_streamer_options_init(); fields are only ever appended, and `version` tells the
+ * library which fields the caller knows.
+ */
+typedef struct {
+	unsigned version;
+
+	/** Worker threads reading in parallel, 1..256. 0 means the default (16). */
+	unsigned concurrency;
+
+	/**
+	 * The arena's size, with RUNAI_STREAMER_MEMORY_LIMIT's meaning:
+	 *  MS_MEMORY_UNLIMITED (-1): one block that holds every selected tensor; tensors stay
+	 *      valid until ms_streamer_free(), and storage is never throttled by the caller.
+	 *  MS_MEMORY_MINIMUM (0): a ring the size of the largest selected tensor.
+	 *  N > 0: a ring of N bytes; N smaller than the largest selected tensor is an error
+	 *      (MS_ELIMIT) reported by the first ms_streamer_next().
+	 * In ring modes a tensor's memory is recycled only after ms_tensor_release().
+	 */
+	int64_t memory_limit;
+
+	/** The size of one read request in bytes; 0 means the default (8 MiB). Small tensors
+	 * are merged into reads of about this size, large ones are split into reads of it. */
+	size_t chunk_size;
+
+	/** O_DIRECT policy; see ms_direct_io. */
+	ms_direct_io direct_io;
+
+	/**
+	 * Which tensors to stream: `select_count` patterns, each a shell glob (fnmatch(3),
+	 * so a plain name matches only itself). A tensor is selected if any pattern matches
+	 * its name. With select_count == 0 every tensor is selected. The strings are copied.
+	 */
+	const char *const *select;
+	size_t select_count;
+} ms_streamer_options;
+
+#define MS_STREAMER_OPTIONS_INIT                                                  \
+	{                                                                         \
+		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,         \
+		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,             \
+		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0 \
+	}
+
+/** Fills `opts` with the defaults, exactly as MS_STREAMER_OPTIONS_INIT does. */
+MS_EXTERN void ms_streamer_options_init(ms_streamer_options *opts);
+
+/**
+ * Overrides fields of `opts` from the environment, for users coming from Run:ai Model
+ * Streamer: RUNAI_STREAMER_CONCURRENCY, RUNAI_STREAMER_MEMORY_LIMIT (-1, 0 or bytes) and
+ * RUNAI_STREAMER_CHUNK_BYTESIZE, then the same settings as MODELSTREAM_CONCURRENCY,
+ * MODELSTREAM_MEMORY_LIMIT and MODELSTREAM_CHUNK_SIZE, which win. Variables that are unset
+ * are ignored.
+ *
+ * Returns 0, or MS_EINVAL (and leaves `opts` unchanged) if a variable is set to something
+ * that is not a number in range; the message names the variable and its value.
+ * Reads the environment: do not call it while another thread changes the environment.
+ */
+MS_EXTERN int ms_streamer_options_from_env(ms_streamer_options *opts);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tensors and files                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/** The most dimensions a tensor may have; headers with more are rejected. */
+#define MS_MAX_NDIM 32
+
+/**
+ * A tensor. Returned by ms_streamer_next() (with `data` set) and ms_streamer_tensor_at()
+ * (with `data` NULL). All pointers belong to the streamer.
+ */
+typedef struct {
+	const char *name; /**< UTF-8, NUL-terminated */
+	ms_dtype dtype;
+	const int64_t *shape; /**< `ndim` dimensions; NULL when ndim is 0 (a scalar) */
+	size_t ndim;
+	const void *data;     /**< `size` bytes, or NULL when not streamed */
+	uint64_t size;        /**< bytes */
+	size_t file_index;    /**< which added file it comes from, in the order added */
+	uint64_t file_offset; /**< where its bytes start in that file */
+} ms_tensor;
+
+/** A file added to a streamer. All pointers belong to the streamer. */
+typedef struct {
+	const char *path;      /**< as given to ms_streamer_add() */
+	uint64_t size;         /**< bytes */
+	uint64_t header_size;  /**< the JSON header's length, excluding the 8-byte prefix */
+	size_t tensor_count;   /**< tensors in the file, selected or not */
+	size_t metadata_count; /**< entries of __metadata__ */
+	int direct_io;         /**< 1 if reads of this file use O_DIRECT */
+} ms_file_info;
+
+/* ---------------------------------------------------------------------------------------- */
+/* The streamer                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+/** A streaming session over one or more safetensors files. Opaque. */
+typedef struct ms_streamer ms_streamer;
+
+/**
+ * Creates a streamer.
+ *
+ * @param out   receives the streamer; NULL on failure. Free it with ms_streamer_free().
+ * @param opts  options, or NULL for the defaults. Copied; the caller keeps ownership.
+ * @return 0, MS_EINVAL for a bad option (the message names it), MS_ENOMEM.
+ */
+MS_EXTERN int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts);
+
+/**
+ * Adds a safetensors file. Its header is read (one read of the first MiB; a larger header
+ * costs one more) and validated now, so a broken file fails here with a message naming it.
+ * Files are streamed in the order they are added. No file may be added after the first
+ * ms_streamer_next().
+ *
+ * @return 0; MS_ENOTFOUND, MS_EACCES, MS_EIO (cannot open or read it); MS_EFORMAT (not a
+ *         valid safetensors file, message says why); MS_ESTATE (streaming has started);
+ *         MS_ENOMEM. On failure the streamer is unchanged and may still be used.
+ */
+MS_EXTERN int ms_streamer_add(ms_streamer *s, const char *path);
+
+/**
+ * Adds several files, as ms_streamer_add() on each in turn. Stops at the first failure;
+ * files before it stay added.
+ */
+MS_EXTERN int ms_streamer_add_many(ms_streamer *s, const char *const *paths, size_t count);
+
+/** The number of files added. */
+MS_EXTERN size_t ms_streamer_file_count(const ms_streamer *s);
+
+/**
+ * Describes added file `file_index`. The strings stay valid until ms_streamer_free().
+ * @return 0, or MS_EINVAL if file_index is out of range.
+ */
+MS_EXTERN int ms_streamer_file_info(ms_file_info *out, const ms_streamer *s, size_t file_index);
+
+/**
+ * Entry `i` of file `file_index`'s __metadata__, in the order the header lists them.
+ * `*out_key` and `*out_value` stay valid until ms_streamer_free().
+ * @return 0, MS_EINVAL (bad file_index), MS_ENOTFOUND (i past the end).
+ */
+MS_EXTERN int ms_streamer_metadata_at(const char **out_key, const char **out_value,
+                                      const ms_streamer *s, size_t file_index, size_t i);
+
+/**
+ * Looks up `key` in file `file_index`'s __metadata__.
+ * @return 0, MS_EINVAL (bad file_index), MS_ENOTFOUND (no such key).
+ */
+MS_EXTERN int ms_streamer_metadata_get(const char **out_value, const ms_streamer *s,
+                                       size_t file_index, const char *key);
+
+/** The number of tensors in all added files, selected or not. */
+MS_EXTERN size_t ms_streamer_tensor_count(const ms_streamer *s);
+
+/**
+ * Describes tensor `i` (over all files, in file order) without its data: `out->data` is
+ * NULL. The pointers in `*out` stay valid until ms_streamer_free().
+ * @return 0, or MS_EINVAL if i is out of range.
+ */
+MS_EXTERN int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t i);
+
+/**
+ * Delivers the next selected tensor, in file order (the order of the files as added, and
+ * within a file the order of the tensors' offsets). The first call starts the workers.
+ * It returns as soon as this tensor's bytes are in memory; later tensors keep streaming
+ * in the background.
+ *
+ * How long `*out` and its bytes stay valid:
+ *  - memory_limit == MS_MEMORY_UNLIMITED: until ms_streamer_free(). ms_tensor_release()
+ *    is accepted and does nothing.
+ *  - a ring (memory_limit >= 0): until ms_tensor_release() on it, or ms_streamer_free().
+ *    The engine never writes over a tensor that has not been released; if the caller holds
+ *    so many tensors that the next one cannot fit, this call fails with MS_ELIMIT instead
+ *    of waiting forever. Releasing in any order is allowed.
+ *
+ * @param out  receives a pointer to the tensor, owned by the streamer.
+ * @return 0 with a tensor; MS_ITER_END when every selected tensor has been delivered
+ *         (and on every later call); MS_EIO, MS_ENOMEM, MS_ELIMIT, MS_ECANCELED, or
+ *         MS_EFORMAT (a file changed size since it was added). After an error other
+ *         than MS_ITER_END the streamer can only be freed.
+ */
+MS_EXTERN int ms_streamer_next(const ms_tensor **out, ms_streamer *s);
+
+/**
+ * Gives a delivered tensor's memory back to the arena. Call it once per tensor; the
+ * tensor and its data must not be used afterwards in ring modes.
+ * @return 0, MS_EINVAL (NULL, not delivered by this streamer, or released twice).
+ */
+MS_EXTERN int ms_tensor_release(ms_streamer *s, const ms_tensor *t);
+
+/**
+ * Copies a delivered tensor's bytes into memory the caller owns, so they outlive the
+ * tensor. Does not release the tensor.
+ * @return 0, MS_EINVAL if `t` has no data or dst_size < t->size (nothing is copied).
+ */
+MS_EXTERN int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t);
+
+/**
+ * Asks the streamer to stop. Safe to call from any thread, at any time, any number of
+ * times, while another thread is inside ms_streamer_next(). In-flight reads finish, no
+ * new ones start, and ms_streamer_next() returns MS_ECANCELED from then on. The
+ * streamer must still be freed by its owner.
+ */
+MS_EXTERN void ms_streamer_cancel(ms_streamer *s);
+
+/** Counters of one streamer; see ms_streamer_stats(). Times are nanoseconds. */
+typedef struct {
+	uint64_t bytes_total;             /**< bytes of the selected tensors */
+	uint64_t bytes_read;              /**< bytes read from storage so far (with alignment) */
+	uint64_t bytes_delivered;         /**< bytes of the tensors delivered so far */
+	uint64_t tensors_total;           /**< selected tensors */
+	uint64_t tensors_delivered;       /**< tensors delivered so far */
+	uint64_t read_requests;           /**< read calls issued to storage */
+	uint64_t arena_bytes;             /**< size of the buffer arena */
+	int arena_huge_pages;             /**< 2: reserved huge pages; 1: transparent; 0: small */
+	uint64_t time_to_first_tensor_ns; /**< from the first next() to the first tensor */
+	uint64_t elapsed_ns;              /**< from the first next() to the last tensor, or now */
+} ms_stats;
+
+/**
+ * A snapshot of the streamer's counters. May be called from any thread while
+ * streaming; each field is read atomically but the fields together are not a snapshot of
+ * one instant.
+ */
+MS_EXTERN void ms_streamer_stats(ms_stats *out, const ms_streamer *s);
+
+/**
+ * Stops the workers, releases every file and the arena, and frees the streamer. Any
+ * tensor it delivered becomes invalid. Accepts NULL. Must not race with any other call
+ * on `s` except that a ms_streamer_cancel() that has returned is fine.
+ */
+MS_EXTERN void ms_streamer_free(ms_streamer *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MODELSTREAM_H */

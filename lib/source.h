@@ -1,0 +1,52 @@
+/*
+ * source.h - where bytes come from: the back-end interface.
+ *
+ * A source is one object (a local file now; an S3 object later) that can say how big it
+ * is and copy a byte range into caller memory. Nothing above this interface knows which
+ * back end it has. Reads may run concurrently on one source from many threads.
+ */
+#ifndef MS_SOURCE_H
+#define MS_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "modelstream.h"
+
+typedef struct ms__source ms__source;
+
+typedef struct {
+	/**
+	 * Copies bytes [offset, offset + length) of the object into `dst`, stopping early only
+	 * at the end of the object. `offset`, `length` and `dst` are multiples of the source's
+	 * read_alignment. Returns 0 or an MS_E* code with the message set (naming the source).
+	 * Called concurrently from several threads.
+	 */
+	int (*read_range)(ms__source *src, void *dst, uint64_t offset, size_t length);
+	/** Releases the source. */
+	void (*close)(ms__source *src);
+} ms__source_ops;
+
+struct ms__source {
+	const ms__source_ops *ops;
+	const char *location;  /* for messages: the path or URL as the user gave it */
+	uint64_t size;         /* bytes */
+	size_t read_alignment; /* offsets, lengths and buffers of reads align to this */
+	int direct_io;         /* 1 if reads bypass the page cache */
+};
+
+/** Opens a local file as a source. Returns 0 or MS_ENOTFOUND/MS_EACCES/MS_EIO/MS_ENOMEM. */
+int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct_io);
+
+static inline int ms__source_read(ms__source *src, void *dst, uint64_t offset, size_t length)
+{
+	return src->ops->read_range(src, dst, offset, length);
+}
+
+static inline void ms__source_close(ms__source *src)
+{
+	if (src != NULL)
+		src->ops->close(src);
+}
+
+#endif

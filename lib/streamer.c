@@ -1,0 +1,578 @@
+/*
+ * streamer.c - the public streamer: files, their headers, the tensor table, selection.
+ *
+ * ms_streamer_add() opens a source, reads its head in one round trip and parses the
+ * header, so that a broken file fails where it is named. The first ms_streamer_next()
+ * selects tensors, builds the read plan and starts the engine; from then on the streamer
+ * only hands out what the engine delivers.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "engine.h"
+#include "error.h"
+#include "plan.h"
+#include "safetensors.h"
+#include "source.h"
+
+#define DEFAULT_CONCURRENCY 16
+#define MAX_CONCURRENCY     256
+#define DEFAULT_CHUNK_SIZE  (8u << 20)
+#define MIN_CHUNK_SIZE      (64u << 10)
+#define MAX_CHUNK_SIZE      (1u << 30)
+/* Every extent's block starts on a page, with the same offset inside the page as its
+ * bytes have in the file: tensors keep their file alignment in memory, and O_DIRECT
+ * reads need no bounce buffer. */
+#define READ_ALIGNMENT 4096
+
+typedef struct {
+	ms__source *source;
+	ms__st_header *header;
+	size_t first_tensor; /* index of its first tensor in the table */
+} file_entry;
+
+struct ms_streamer {
+	ms_streamer_options opts;
+	char **select; /* copies of opts.select */
+
+	file_entry *files;
+	ms__source **sources; /* files[i].source, as the engine wants them */
+	size_t file_count;
+	size_t file_capacity;
+
+	ms_tensor *table; /* every tensor of every file, in file order */
+	size_t table_count;
+	size_t table_capacity;
+
+	ms__engine *engine; /* exists from new() on, so that cancel() always has it */
+	int started;
+	int start_code; /* a failed start, replayed by next() */
+	char start_message[MS__ERROR_MAX];
+	ms__plan plan;
+	ms_tensor *delivered; /* plan.tensor_count entries: what next() hands out */
+};
+
+const char *ms_version(void)
+{
+	return MS_VERSION_STRING;
+}
+
+void ms_streamer_options_init(ms_streamer_options *opts)
+{
+	ms_streamer_options defaults = MS_STREAMER_OPTIONS_INIT;
+
+	*opts = defaults;
+}
+
+/* Parses a whole decimal integer; returns 0 or -1. */
+static int parse_int64(int64_t *out, const char *text)
+{
+	char *end = NULL;
+	long long v;
+
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+typedef struct {
+	const char *name;
+	int64_t min;
+	int64_t max;
+	int64_t *value;
+	int set;
+} env_setting;
+
+int ms_streamer_options_from_env(ms_streamer_options *opts)
+{
+	int64_t concurrency = opts->concurrency, limit = opts->memory_limit,
+	        chunk = (int64_t)opts->chunk_size;
+	/* Later entries win: our own names override Run:ai's. */
+	env_setting settings[] = {
+	    {"RUNAI_STREAMER_CONCURRENCY", 1, MAX_CONCURRENCY, &concurrency, 0},
+	    {"RUNAI_STREAMER_MEMORY_LIMIT", -1, INT64_MAX, &limit, 0},
+	    {"RUNAI_STREAMER_CHUNK_BYTESIZE", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, &chunk, 0},
+	    {"MODELSTREAM_CONCURRENCY", 1, MAX_CONCURRENCY, &concurrency, 0},
+	    {"MODELSTREAM_MEMORY_LIMIT", -1, INT64_MAX, &limit, 0},
+	    {"MODELSTREAM_CHUNK_SIZE", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, &chunk, 0},
+	};
+
+	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+		const char *text = getenv(settings[i].name);
+		int64_t v;
+
+		if (text == NULL)
+			continue;
+		if (parse_int64(&v, text) != 0 || v < settings[i].min || v > settings[i].max)
+			return ms__error_set(MS_EINVAL,
+			                     "%s=%s: expected an integer from %lld to %lld",
+			                     settings[i].name, text, (long long)settings[i].min,
+			                     (long long)settings[i].max);
+		*settings[i].value = v;
+	}
+	opts->concurrency = (unsigned)concurrency;
+	opts->memory_limit = limit;
+	opts->chunk_size = (size_t)chunk;
+	return 0;
+}
+
+static int check_options(const ms_streamer_options *o)
+{
+	if (o->version == 0 || o->version > MS_STREAMER_OPTIONS_VERSION)
+		return ms__error_set(
+		    MS_EINVAL, "options version %u is not supported (this library knows 1 to %d)",
+		    o->version, MS_STREAMER_OPTIONS_VERSION);
+	if (o->concurrency > MAX_CONCURRENCY)
+		return ms__error_set(MS_EINVAL, "concurrency %u is above the limit of %d",
+		                     o->concurrency, MAX_CONCURRENCY);
+	if (o->memory_limit < -1)
+		return ms__error_set(
+		    MS_EINVAL,
+		    "memory limit %lld is invalid (use -1 for unlimited, 0 for the "
+		    "largest tensor, or a size in bytes)",
+		    (long long)o->memory_limit);
+	if (o->chunk_size != 0 &&
+	    (o->chunk_size < MIN_CHUNK_SIZE || o->chunk_size > MAX_CHUNK_SIZE))
+		return ms__error_set(MS_EINVAL, "chunk size %zu is outside %u to %u bytes",
+		                     o->chunk_size, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+	if ((unsigned)o->direct_io > MS_DIRECT_IO_ON)
+		return ms__error_set(MS_EINVAL, "direct I/O mode %d is invalid", (int)o->direct_io);
+	if (o->select_count > 0 && o->select == NULL)
+		return ms__error_set(MS_EINVAL, "select_count is %zu but select is NULL",
+		                     o->select_count);
+	for (size_t i = 0; i < o->select_count; i++)
+		if (o->select[i] == NULL)
+			return ms__error_set(MS_EINVAL, "select pattern %zu is NULL", i);
+	return 0;
+}
+
+int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
+{
+	ms_streamer_options defaults = MS_STREAMER_OPTIONS_INIT;
+	ms_streamer *s = NULL;
+	int rc;
+
+	if (out == NULL)
+		return ms__error_set(MS_EINVAL, "ms_streamer_new: out is NULL");
+	*out = NULL;
+	if (opts == NULL)
+		opts = &defaults;
+	if ((rc = check_options(opts)) < 0)
+		return rc;
+	s = ms__calloc(1, sizeof(*s));
+	if (s == NULL) {
+		rc = ms__error_set(MS_ENOMEM, "out of memory creating a streamer");
+		goto done;
+	}
+	s->opts = *opts;
+	s->opts.version = MS_STREAMER_OPTIONS_VERSION;
+	s->opts.select = NULL;
+	if (s->opts.concurrency == 0)
+		s->opts.concurrency = DEFAULT_CONCURRENCY;
+	if (s->opts.chunk_size == 0)
+		s->opts.chunk_size = DEFAULT_CHUNK_SIZE;
+	/* Chunks are whole pages so that reads stay aligned for O_DIRECT. */
+	s->opts.chunk_size =
+	    (s->opts.chunk_size + READ_ALIGNMENT - 1) & ~(size_t)(READ_ALIGNMENT - 1);
+	if (opts->select_count > 0) {
+		s->select = ms__calloc(opts->select_count, sizeof(char *));
+		if (s->select == NULL) {
+			rc = ms__error_set(MS_ENOMEM, "out of memory creating a streamer");
+			goto done;
+		}
+		for (size_t i = 0; i < opts->select_count; i++) {
+			s->select[i] = ms__strdup(opts->select[i]);
+			if (s->select[i] == NULL) {
+				rc = ms__error_set(MS_ENOMEM, "out of memory creating a streamer");
+				goto done;
+			}
+		}
+	}
+	if ((rc = ms__engine_new(&s->engine)) < 0)
+		goto done;
+	*out = s;
+	s = NULL;
+done:
+	ms_streamer_free(s);
+	return rc;
+}
+
+/* Reads bytes [0, length) of `src` into a new buffer aligned for the source's reads. The
+ * block to free is returned in *out_block; the aligned bytes in *out. */
+static int read_head(unsigned char **out, void **out_block, ms__source *src, uint64_t length)
+{
+	size_t align = src->read_alignment;
+	size_t rounded = (size_t)((length + align - 1) / align * align);
+	unsigned char *block;
+	int rc;
+
+	*out = NULL;
+	*out_block = NULL;
+	block = ms__malloc(rounded + align);
+	if (block == NULL)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory reading its header",
+		                     src->location);
+	*out = (unsigned char *)(((uintptr_t)block + align - 1) / align * align);
+	*out_block = block;
+	rc = ms__source_read(src, *out, 0, rounded);
+	if (rc < 0) {
+		ms__free(block);
+		*out = NULL;
+		*out_block = NULL;
+	}
+	return rc;
+}
+
+static int load_header(ms__st_header **out, ms__source *src)
+{
+	static const unsigned char empty_prefix[8];
+	uint64_t first = src->size < MS__ST_FIRST_READ ? src->size : MS__ST_FIRST_READ;
+	unsigned char *head = NULL;
+	void *block = NULL;
+	uint64_t header_size;
+	int rc;
+
+	if (src->size < 8) /* reports the short file without reading it */
+		return ms__st_prefix_parse(&header_size, empty_prefix, src->size, src->location);
+	if ((rc = read_head(&head, &block, src, first)) < 0)
+		return rc;
+	if ((rc = ms__st_prefix_parse(&header_size, head, src->size, src->location)) < 0)
+		goto done;
+	if (8 + header_size > first) {
+		/* A header larger than the first read: one more round trip, for all of it. */
+		ms__free(block);
+		if ((rc = read_head(&head, &block, src, 8 + header_size)) < 0)
+			goto done;
+	}
+	rc = ms__st_header_parse(out, (const char *)head + 8, (size_t)header_size, src->size,
+	                         src->location);
+done:
+	ms__free(block);
+	return rc;
+}
+
+static int grow(void **array, size_t *capacity, size_t needed, size_t element)
+{
+	size_t cap = *capacity;
+	size_t bytes;
+	void *p;
+
+	if (needed <= cap)
+		return 0;
+	while (cap < needed)
+		cap = cap == 0 ? 8 : cap * 2;
+	if (ms__mul_overflow(&bytes, cap, element) != 0)
+		return -1;
+	p = ms__realloc(*array, bytes);
+	if (p == NULL)
+		return -1;
+	*array = p;
+	*capacity = cap;
+	return 0;
+}
+
+int ms_streamer_add(ms_streamer *s, const char *path)
+{
+	ms__source *src = NULL;
+	ms__st_header *header = NULL;
+	size_t source_capacity;
+	int rc;
+
+	if (s == NULL || path == NULL)
+		return ms__error_set(MS_EINVAL, "ms_streamer_add: streamer or path is NULL");
+	if (s->started)
+		return ms__error_set(MS_ESTATE,
+		                     "%s: files cannot be added once streaming has started", path);
+	if ((rc = ms__source_file_open(&src, path, s->opts.direct_io)) < 0)
+		goto done;
+	if ((rc = load_header(&header, src)) < 0)
+		goto done;
+	source_capacity = s->file_capacity;
+	if (grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
+	        0 ||
+	    grow((void **)&s->sources, &source_capacity, s->file_count + 1, sizeof(*s->sources)) !=
+	        0 ||
+	    grow((void **)&s->table, &s->table_capacity, s->table_count + header->tensor_count,
+	         sizeof(*s->table)) != 0) {
+		rc = ms__error_set(MS_ENOMEM, "%s: out of memory adding %zu tensors", path,
+		                   header->tensor_count);
+		goto done;
+	}
+	for (size_t i = 0; i < header->tensor_count; i++) {
+		const ms__st_tensor *t = &header->tensors[i];
+
+		s->table[s->table_count + i] = (ms_tensor){
+		    .name = t->name,
+		    .dtype = t->dtype,
+		    .shape = t->shape,
+		    .ndim = t->ndim,
+		    .data = NULL,
+		    .size = t->end - t->begin,
+		    .file_index = s->file_count,
+		    .file_offset = header->data_start + t->begin,
+		};
+	}
+	s->files[s->file_count] =
+	    (file_entry){.source = src, .header = header, .first_tensor = s->table_count};
+	s->sources[s->file_count] = src;
+	s->file_count++;
+	s->table_count += header->tensor_count;
+	src = NULL;
+	header = NULL;
+done:
+	ms__st_header_free(header);
+	ms__source_close(src);
+	return rc;
+}
+
+int ms_streamer_add_many(ms_streamer *s, const char *const *paths, size_t count)
+{
+	int rc = 0;
+
+	if (count > 0 && paths == NULL)
+		return ms__error_set(MS_EINVAL, "ms_streamer_add_many: paths is NULL");
+	for (size_t i = 0; i < count && rc == 0; i++)
+		rc = ms_streamer_add(s, paths[i]);
+	return rc;
+}
+
+size_t ms_streamer_file_count(const ms_streamer *s)
+{
+	return s == NULL ? 0 : s->file_count;
+}
+
+int ms_streamer_file_info(ms_file_info *out, const ms_streamer *s, size_t file_index)
+{
+	const file_entry *f;
+
+	if (out == NULL || s == NULL || file_index >= s->file_count)
+		return ms__error_set(MS_EINVAL, "file index %zu is out of range", file_index);
+	f = &s->files[file_index];
+	*out = (ms_file_info){
+	    .path = f->source->location,
+	    .size = f->source->size,
+	    .header_size = f->header->header_size,
+	    .tensor_count = f->header->tensor_count,
+	    .metadata_count = f->header->metadata_count,
+	    .direct_io = f->source->direct_io,
+	};
+	return 0;
+}
+
+int ms_streamer_metadata_at(const char **out_key, const char **out_value, const ms_streamer *s,
+                            size_t file_index, size_t i)
+{
+	const ms__st_header *h;
+
+	if (s == NULL || out_key == NULL || out_value == NULL || file_index >= s->file_count)
+		return ms__error_set(MS_EINVAL, "file index %zu is out of range", file_index);
+	h = s->files[file_index].header;
+	if (i >= h->metadata_count)
+		return ms__error_set(MS_ENOTFOUND, "%s: __metadata__ has no entry %zu",
+		                     s->files[file_index].source->location, i);
+	*out_key = h->metadata_keys[i];
+	*out_value = h->metadata_values[i];
+	return 0;
+}
+
+int ms_streamer_metadata_get(const char **out_value, const ms_streamer *s, size_t file_index,
+                             const char *key)
+{
+	const ms__st_header *h;
+
+	if (s == NULL || out_value == NULL || key == NULL || file_index >= s->file_count)
+		return ms__error_set(MS_EINVAL, "file index %zu is out of range", file_index);
+	h = s->files[file_index].header;
+	for (size_t i = 0; i < h->metadata_count; i++) {
+		if (strcmp(h->metadata_keys[i], key) == 0) {
+			*out_value = h->metadata_values[i];
+			return 0;
+		}
+	}
+	return ms__error_set(MS_ENOTFOUND, "%s: __metadata__ has no key '%s'",
+	                     s->files[file_index].source->location, key);
+}
+
+size_t ms_streamer_tensor_count(const ms_streamer *s)
+{
+	return s == NULL ? 0 : s->table_count;
+}
+
+int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t i)
+{
+	if (out == NULL || s == NULL || i >= s->table_count)
+		return ms__error_set(MS_EINVAL, "tensor index %zu is out of range", i);
+	*out = s->table[i];
+	return 0;
+}
+
+static int is_selected(const ms_streamer *s, const char *name)
+{
+	if (s->opts.select_count == 0)
+		return 1;
+	for (size_t i = 0; i < s->opts.select_count; i++)
+		if (fnmatch(s->select[i], name, 0) == 0)
+			return 1;
+	return 0;
+}
+
+/* Selects tensors, plans the reads, sizes the arena and starts the engine. */
+static int start(ms_streamer *s)
+{
+	ms__plan_options plan_opts = {
+	    .extent_target = s->opts.chunk_size,
+	    .chunk_size = s->opts.chunk_size,
+	    .alignment = READ_ALIGNMENT,
+	};
+	ms__engine_options engine_opts = {
+	    .concurrency = s->opts.concurrency,
+	    .chunk_size = s->opts.chunk_size,
+	    .alignment = READ_ALIGNMENT,
+	    .ring = s->opts.memory_limit >= 0,
+	};
+	unsigned char *selected = NULL;
+	size_t largest = SIZE_MAX;
+	int rc = 0;
+
+	selected = ms__calloc(s->table_count, 1);
+	if (selected == NULL && s->table_count > 0) {
+		rc = ms__error_set(MS_ENOMEM, "out of memory selecting tensors");
+		goto done;
+	}
+	for (size_t i = 0; i < s->table_count; i++) {
+		selected[i] = (unsigned char)is_selected(s, s->table[i].name);
+		if (selected[i] &&
+		    (largest == SIZE_MAX || s->table[i].size > s->table[largest].size))
+			largest = i;
+	}
+	if (s->opts.memory_limit > 0 && largest != SIZE_MAX &&
+	    (uint64_t)s->opts.memory_limit < s->table[largest].size) {
+		rc = ms__error_set(
+		    MS_ELIMIT,
+		    "memory limit %lld bytes is smaller than tensor '%s' (%llu bytes) "
+		    "in %s; raise it, or use 0 for the smallest limit that works",
+		    (long long)s->opts.memory_limit, s->table[largest].name,
+		    (unsigned long long)s->table[largest].size,
+		    s->files[s->table[largest].file_index].source->location);
+		goto done;
+	}
+	/* In a ring, several extents must fit at once or storage idles while the caller
+	 * works: small tensors merge into extents of at most a quarter of the ring. */
+	if (engine_opts.ring && s->opts.memory_limit > 0 &&
+	    (uint64_t)s->opts.memory_limit / 4 < plan_opts.extent_target)
+		plan_opts.extent_target = (uint64_t)s->opts.memory_limit / 4;
+	if ((rc = ms__plan_build(&s->plan, s->table, s->table_count, selected, &plan_opts)) < 0)
+		goto done;
+	engine_opts.ring_size = (uint64_t)s->opts.memory_limit;
+	if (engine_opts.ring_size < s->plan.largest_span)
+		engine_opts.ring_size = s->plan.largest_span;
+	s->delivered = ms__calloc(s->plan.tensor_count, sizeof(*s->delivered));
+	if (s->delivered == NULL && s->plan.tensor_count > 0) {
+		rc = ms__error_set(MS_ENOMEM, "out of memory starting to stream");
+		goto done;
+	}
+	rc = ms__engine_start(s->engine, &s->plan, s->sources, s->table, &engine_opts);
+done:
+	ms__free(selected);
+	return rc;
+}
+
+int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
+{
+	const void *data = NULL;
+	size_t index;
+	int rc;
+
+	if (out == NULL || s == NULL)
+		return ms__error_set(MS_EINVAL, "ms_streamer_next: out or streamer is NULL");
+	*out = NULL;
+	if (!s->started) {
+		s->started = 1;
+		if ((rc = start(s)) < 0) {
+			ms_error saved;
+
+			ms__error_save(&saved, s->start_message, sizeof(s->start_message));
+			s->start_code = rc;
+		}
+	}
+	if (s->start_code != 0)
+		return ms__error_set(s->start_code, "%s", s->start_message);
+	rc = ms__engine_next(s->engine, &index, &data);
+	if (rc < 0)
+		return rc;
+	s->delivered[index] = s->table[s->plan.tensors[index].table_index];
+	s->delivered[index].data = data;
+	*out = &s->delivered[index];
+	return 0;
+}
+
+int ms_tensor_release(ms_streamer *s, const ms_tensor *t)
+{
+	uintptr_t first, p = (uintptr_t)t;
+
+	if (s == NULL || t == NULL || s->delivered == NULL)
+		return ms__error_set(MS_EINVAL, "ms_tensor_release: no such delivered tensor");
+	first = (uintptr_t)s->delivered;
+	if (p < first || p >= first + s->plan.tensor_count * sizeof(*t) ||
+	    (p - first) % sizeof(*t) != 0)
+		return ms__error_set(MS_EINVAL,
+		                     "ms_tensor_release: the tensor was not delivered by this "
+		                     "streamer");
+	return ms__engine_release(s->engine, (size_t)(t - s->delivered));
+}
+
+int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t)
+{
+	if (t == NULL || (t->data == NULL && t->size > 0))
+		return ms__error_set(MS_EINVAL, "ms_tensor_copy: the tensor holds no data");
+	if (dst == NULL || dst_size < t->size)
+		return ms__error_set(MS_EINVAL,
+		                     "ms_tensor_copy: tensor '%s' needs %llu bytes, the buffer "
+		                     "holds %zu",
+		                     t->name, (unsigned long long)t->size, dst_size);
+	if (t->size > 0)
+		memcpy(dst, t->data, (size_t)t->size);
+	return 0;
+}
+
+void ms_streamer_cancel(ms_streamer *s)
+{
+	if (s != NULL)
+		ms__engine_cancel(s->engine);
+}
+
+void ms_streamer_stats(ms_stats *out, const ms_streamer *s)
+{
+	memset(out, 0, sizeof(*out));
+	if (s == NULL)
+		return;
+	ms__engine_stats(s->engine, out);
+}
+
+void ms_streamer_free(ms_streamer *s)
+{
+	if (s == NULL)
+		return;
+	ms__engine_free(s->engine); /* joins the workers before their sources close */
+	for (size_t i = 0; i < s->file_count; i++) {
+		ms__source_close(s->files[i].source);
+		ms__st_header_free(s->files[i].header);
+	}
+	if (s->select != NULL)
+		for (size_t i = 0; i < s->opts.select_count; i++)
+			ms__free(s->select[i]);
+	ms__free(s->select);
+	ms__free(s->files);
+	ms__free(s->sources);
+	ms__free(s->table);
+	ms__free(s->delivered);
+	ms__plan_free(&s->plan);
+	ms__free(s);
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what building and testing modelstream needs, and only what is missing:
+# Debian/Ubuntu packages through apt-get, Python packages through pip.
+#   scripts/deps.sh          build + test (what `make test` and `make demo` need)
+#   scripts/deps.sh fuzz     + clang with libFuzzer
+#   scripts/deps.sh bench    + Run:ai Model Streamer and torch (large) for `make bench`
+set -euo pipefail
+
+profile=${1:-test}
+packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev clang-format valgrind
+          python3 python3-pip procps)
+case "$profile" in
+  test) ;;
+  fuzz) packages+=(clang libclang-rt-dev) ;;
+  bench) ;;
+  *) echo "deps.sh: unknown profile '$profile' (test, fuzz, bench)" >&2; exit 2 ;;
+esac
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+# pip refuses to touch a Debian-managed Python unless told; a pyenv or venv Python is fine.
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "$@"
+}
+need_py=()
+python3 -c 'import safetensors' 2>/dev/null || need_py+=(safetensors)
+python3 -c 'import numpy' 2>/dev/null || need_py+=(numpy)
+if [ "$profile" = bench ]; then
+  python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
+  python3 -c 'import torch' 2>/dev/null || need_py+=(torch)
+fi
+if [ ${#need_py[@]} -gt 0 ]; then
+  echo "deps: pip installing ${need_py[*]}"
+  pip_install "${need_py[@]}"
+fi
+exit 0

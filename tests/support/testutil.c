@@ -1,0 +1,64 @@
+/*
+ * testutil.c - temporary directories and files for tests.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stgen.h"
+#include "testutil.h"
+
+static char tmpdir_path[PATH_MAX];
+
+const char *tu_tmpdir(void)
+{
+	const char *base = getenv("TMPDIR");
+
+	if (tmpdir_path[0] != '\0')
+		return tmpdir_path;
+	snprintf(tmpdir_path, sizeof(tmpdir_path), "%s/ms-test-XXXXXX", base ? base : "/tmp");
+	cr_assert_not_null(mkdtemp(tmpdir_path), "mkdtemp failed");
+	return tmpdir_path;
+}
+
+void tu_tmpdir_remove(void)
+{
+	char cmd[PATH_MAX + 16];
+
+	if (tmpdir_path[0] == '\0')
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir_path);
+	cr_assert_eq(system(cmd), 0);
+	tmpdir_path[0] = '\0';
+}
+
+void tu_path(char *out, size_t size, const char *name)
+{
+	snprintf(out, size, "%s/%s", tu_tmpdir(), name);
+}
+
+void tu_write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	cr_assert_not_null(f, "cannot create %s", path);
+	cr_assert_eq(fwrite(data, 1, len, f), len);
+	cr_assert_eq(fclose(f), 0);
+}
+
+void tu_write_safetensors(const char *path, const char *header, uint64_t data_len, uint64_t seed)
+{
+	size_t n = strlen(header);
+	unsigned char *buf = malloc(8 + n);
+
+	cr_assert_not_null(buf);
+	for (int i = 0; i < 8; i++)
+		buf[i] = (unsigned char)((uint64_t)n >> (8 * i));
+	memcpy(buf + 8, header, n);
+	cr_assert_eq(stgen_write_raw(path, buf, 8 + n, data_len, seed), 0, "cannot write %s", path);
+	free(buf);
+}

@@ -1,0 +1,26 @@
+/*
+ * testutil.h - small helpers shared by the Criterion tests.
+ */
+#ifndef MS_TESTUTIL_H
+#define MS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/** A fresh directory under $TMPDIR (or /tmp) for this test; removed by tu_tmpdir_remove(). */
+const char *tu_tmpdir(void);
+
+/** Removes the directory made by tu_tmpdir() and everything in it. */
+void tu_tmpdir_remove(void);
+
+/** Returns "<tmpdir>/<name>" in a static buffer of the caller's (size PATH_MAX). */
+void tu_path(char *out, size_t size, const char *name);
+
+/** Writes `len` bytes to `path`; aborts the test on failure. */
+void tu_write_file(const char *path, const void *data, size_t len);
+
+/** Writes a safetensors file: the 8-byte prefix for `header`, the header, `data_len`
+ * bytes of stgen content for `seed`. */
+void tu_write_safetensors(const char *path, const char *header, uint64_t data_len, uint64_t seed);
+
+#endif
