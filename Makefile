@@ -46,24 +46,30 @@ CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
 .PHONY: all lib cli test test-unit test-fast check-sanitizers stress crosscheck cli-tests deps demo bench fuzz \
-        headercheck format format-check style-check install uninstall clean
+        headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
 
 lib: $(SHARED) $(STATIC)
 cli: $(CLI)
 
+# V=1 shows the full commands.
+Q := $(if $(V),,@)
+
 $(B)/lib/%.o: lib/%.c $(wildcard lib/*.h lib/include/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -DMS_BUILDING_LIBRARY -fvisibility=hidden $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) -DMS_BUILDING_LIBRARY -fvisibility=hidden $(CFLAGS) -c $< -o $@
 
 $(B)/cmd/%.o: cmd/%.c $(wildcard cmd/modelstream/*.h lib/include/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(B)/tests/%.o: tests/%.c $(wildcard tests/support/*.h lib/*.h lib/include/*.h)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -c $< -o $@
 
 $(SHARED): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
@@ -95,7 +101,7 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 # The README's test command: everything CI checks, after installing what is missing.
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
-	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory all install-check
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log
 	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
@@ -189,8 +195,25 @@ install: all
 	ln -sf libmodelstream.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libmodelstream.so
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(B)/modelstream.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' modelstream.pc.in \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/modelstream.pc
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+
+# Installs into a scratch prefix and builds the example against it with pkg-config, the
+# way a user would, both dynamically and statically.
+install-check: all
+	rm -rf $(B)/install-check
+	$(MAKE) --no-print-directory install PREFIX=$(abspath $(B)/install-check) >/dev/null
+	export PKG_CONFIG_PATH=$(abspath $(B)/install-check)/lib/pkgconfig; \
+	$(CC) -std=c11 -Wall -Wextra -Werror examples/stream_tensors.c $$(pkg-config --cflags --libs modelstream) \
+	  -Wl,-rpath,$(abspath $(B)/install-check)/lib -o $(B)/install-check/stream_tensors && \
+	$(CC) -std=c11 -Wall -Wextra -Werror -static-libgcc examples/stream_tensors.c \
+	  $$(pkg-config --cflags modelstream) $(abspath $(B)/install-check)/lib/libmodelstream.a \
+	  $$(pkg-config --libs-only-other --static modelstream) -lcjson -lm -pthread -o $(B)/install-check/stream_tensors_static
+	$(MKMODEL) --small-count 50 --large-count 1 --large-bytes 1M $(B)/install-check/m.safetensors >/dev/null
+	$(B)/install-check/stream_tensors $(B)/install-check/m.safetensors | tail -n 1
+	$(B)/install-check/stream_tensors_static $(B)/install-check/m.safetensors | tail -n 1
+	@echo "install-check: ok (pkg-config, shared and static)"
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/include/modelstream.h $(DESTDIR)$(PREFIX)/lib/libmodelstream.* \

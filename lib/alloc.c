@@ -87,9 +87,30 @@ char *ms__strdup(const char *s)
 	return ms__strndup(s, strlen(s));
 }
 
+/* cJSON reports running out of memory as a parse error; this per-thread flag lets the
+ * parser tell the two apart. Thread-local: parses on other threads do not disturb it. */
+static _Thread_local int json_allocation_failed;
+
+static void *json_malloc(size_t size)
+{
+	void *p = ms__malloc(size);
+
+	if (p == NULL)
+		json_allocation_failed = 1;
+	return p;
+}
+
+int ms__alloc_json_failed(void)
+{
+	int failed = json_allocation_failed;
+
+	json_allocation_failed = 0;
+	return failed;
+}
+
 static void json_hooks_install(void)
 {
-	cJSON_Hooks hooks = {.malloc_fn = ms__malloc, .free_fn = ms__free};
+	cJSON_Hooks hooks = {.malloc_fn = json_malloc, .free_fn = ms__free};
 
 	cJSON_InitHooks(&hooks);
 }

@@ -26,8 +26,15 @@ void ms__alloc_fail_at(long n, int sticky);
 /** Test hook: the number of allocation calls since the process started. */
 long ms__alloc_count(void);
 
-/** Routes cJSON's allocations through this front end; idempotent and thread-safe. */
+/**
+ * Routes cJSON's allocations through this front end; idempotent and thread-safe. The
+ * hooks are process-wide (cJSON has no other kind): an application that also uses cJSON
+ * gets malloc-compatible hooks, since ms__malloc is malloc unless a test arms a failure.
+ */
 void ms__alloc_init_json(void);
+
+/** Whether a cJSON allocation failed on this thread since the last call; clears it. */
+int ms__alloc_json_failed(void);
 
 /** Multiplies a * b into *out; returns 0, or -1 if the product does not fit. */
 static inline int ms__mul_overflow(size_t *out, size_t a, size_t b)

@@ -132,6 +132,11 @@ const char *ms__printable(char *buffer, size_t buffer_size, const char *s)
 	static const char hex[] = "0123456789abcdef";
 	size_t used = 0;
 
+	if (buffer_size < 8) {
+		if (buffer_size > 0)
+			buffer[0] = '\0';
+		return buffer;
+	}
 	/* Leave room for an escape sequence, "...", and the NUL. */
 	for (; *s != '\0' && used + 8 < buffer_size; s++) {
 		unsigned char c = (unsigned char)*s;
@@ -145,9 +150,15 @@ const char *ms__printable(char *buffer, size_t buffer_size, const char *s)
 			buffer[used++] = (char)c;
 		}
 	}
-	if (*s != '\0')
+	if (*s != '\0') {
+		/* Cut before a partial UTF-8 sequence, then mark the cut. */
+		while (used > 0 && ((unsigned char)buffer[used - 1] & 0xc0) == 0x80)
+			used--;
+		if (used > 0 && (unsigned char)buffer[used - 1] >= 0xc0)
+			used--;
 		for (int i = 0; i < 3; i++)
 			buffer[used++] = '.';
+	}
 	buffer[used] = '\0';
 	return buffer;
 }

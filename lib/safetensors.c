@@ -508,11 +508,16 @@ int ms__st_header_parse(ms__st_header **out, const char *json, size_t json_len, 
 	h->header_size = json_len;
 	h->data_start = 8 + (uint64_t)json_len;
 	h->file_size = file_size;
+	ms__alloc_json_failed(); /* clear a failure left by an earlier parse */
 	root = cJSON_ParseWithLengthOpts(copy, json_len, &end, 0);
+	if (root == NULL && ms__alloc_json_failed()) {
+		rc = ms__error_set(MS_ENOMEM, "%s: out of memory parsing a %zu-byte header", name,
+		                   json_len);
+		goto done;
+	}
 	if (root == NULL) {
 		size_t at = end != NULL && end >= copy ? (size_t)(end - copy) : 0;
 
-		/* cJSON also fails when it runs out of memory; it cannot tell us which. */
 		rc = ms__error_set(MS_EFORMAT, "%s: header is not valid JSON (near byte %zu)", name,
 		                   at);
 		goto done;

@@ -128,7 +128,7 @@ int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct
 		goto done;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = ms__error_set(MS_EINVAL, "%s: not a regular file", path);
+		rc = ms__error_set(MS_EFORMAT, "%s: not a regular file", path);
 		goto done;
 	}
 	if (direct_io == MS_DIRECT_IO_AUTO && (uint64_t)st.st_size >= DIRECT_MIN_FILE_SIZE)

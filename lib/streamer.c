@@ -454,11 +454,14 @@ static int start(ms_streamer *s)
 	}
 	if (s->opts.memory_limit > 0 && largest != SIZE_MAX &&
 	    (uint64_t)s->opts.memory_limit < s->table[largest].size) {
+		char printable[MS__PRINTABLE_MAX];
+
 		rc = ms__error_set(
 		    MS_ELIMIT,
 		    "memory limit %lld bytes is smaller than tensor '%s' (%llu bytes) "
 		    "in %s; raise it, or use 0 for the smallest limit that works",
-		    (long long)s->opts.memory_limit, s->table[largest].name,
+		    (long long)s->opts.memory_limit,
+		    ms__printable(printable, sizeof(printable), s->table[largest].name),
 		    (unsigned long long)s->table[largest].size,
 		    s->files[s->table[largest].file_index].source->location);
 		goto done;
@@ -490,9 +493,10 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 	size_t index;
 	int rc;
 
+	if (out != NULL)
+		*out = NULL;
 	if (out == NULL || s == NULL)
 		return ms__error_set(MS_EINVAL, "ms_streamer_next: out or streamer is NULL");
-	*out = NULL;
 	if (!s->started) {
 		s->started = 1;
 		if ((rc = start(s)) < 0) {
@@ -530,13 +534,16 @@ int ms_tensor_release(ms_streamer *s, const ms_tensor *t)
 
 int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t)
 {
+	char printable[MS__PRINTABLE_MAX];
+
 	if (t == NULL || (t->data == NULL && t->size > 0))
 		return ms__error_set(MS_EINVAL, "ms_tensor_copy: the tensor holds no data");
 	if (dst == NULL || dst_size < t->size)
 		return ms__error_set(MS_EINVAL,
 		                     "ms_tensor_copy: tensor '%s' needs %llu bytes, the buffer "
 		                     "holds %zu",
-		                     t->name, (unsigned long long)t->size, dst_size);
+		                     ms__printable(printable, sizeof(printable), t->name),
+		                     (unsigned long long)t->size, dst_size);
 	if (t->size > 0)
 		memcpy(dst, t->data, (size_t)t->size);
 	return 0;

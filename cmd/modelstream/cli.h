@@ -41,6 +41,15 @@ int cli_parse_size(int64_t *out, const char *text);
 /** Parses an unsigned integer in [min, max]; returns 0 or -1. */
 int cli_parse_uint(unsigned *out, const char *text, unsigned min, unsigned max);
 
+/**
+ * Copies `s` into `buf` on one line: newline, tab and other control characters become
+ * \n, \t, \xNN. Names in files may hold anything; output lines must stay lines.
+ */
+const char *cli_escape(char *buf, size_t size, const char *s);
+
+/** Reports a getopt error for `command` (an unknown option, a missing value) in one line. */
+int cli_option_error(const char *command, int optopt_value, const char *arg);
+
 /** Formats `bytes` as "1.50 GiB" into buf. Returns buf. */
 const char *cli_format_bytes(char *buf, size_t size, uint64_t bytes);
 

@@ -119,7 +119,7 @@ static void print_text(const ms_streamer *s, const ms_file_info *info)
 	size_t by_dtype_count[MS_DTYPE_COUNT_] = {0};
 	uint64_t data_start = 8 + info->header_size;
 	size_t count = ms_streamer_tensor_count(s);
-	char a[32], shape[256];
+	char a[32], shape[256], name[1024];
 
 	for (size_t i = 0; i < count; i++) {
 		ms_tensor t;
@@ -157,9 +157,9 @@ static void print_text(const ms_streamer *s, const ms_file_info *info)
 
 		ms_streamer_tensor_at(&t, s, i);
 		format_shape(shape, sizeof(shape), &t);
-		printf("%-56s %-8s %-24s %12llu  [%llu, %llu]\n", t.name, ms_dtype_name(t.dtype),
-		       shape, (unsigned long long)t.size,
-		       (unsigned long long)(t.file_offset - data_start),
+		printf("%-56s %-8s %-24s %12llu  [%llu, %llu]\n",
+		       cli_escape(name, sizeof(name), t.name), ms_dtype_name(t.dtype), shape,
+		       (unsigned long long)t.size, (unsigned long long)(t.file_offset - data_start),
 		       (unsigned long long)(t.file_offset - data_start + t.size));
 	}
 }
@@ -177,6 +177,7 @@ int cmd_inspect(int argc, char **argv)
 	int json = 0, c, rc;
 
 	optind = 1;
+	opterr = 0; /* our own one-line messages instead of getopt's */
 	while ((c = getopt_long(argc, argv, "h", options, NULL)) != -1) {
 		switch (c) {
 		case 'j':
@@ -187,7 +188,7 @@ int cmd_inspect(int argc, char **argv)
 			fputs(cli_exit_codes_help, stdout);
 			return EXIT_OK;
 		default:
-			return cli_usage_error("see 'modelstream inspect --help'");
+			return cli_option_error("inspect", optopt, argv[optind - 1]);
 		}
 	}
 	if (argc - optind != 1)

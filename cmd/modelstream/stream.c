@@ -113,6 +113,14 @@ static void print_summary(const ms_stats *st, const ms_streamer_options *o, size
 	        cli_format_bytes(c, sizeof(c), peak_rss_bytes()));
 }
 
+static int needs_escape(const char *name)
+{
+	for (; *name != '\0'; name++)
+		if ((unsigned char)*name < 0x20 || *name == 0x7f || *name == '\\')
+			return 1;
+	return 0;
+}
+
 static int print_checksum(EVP_MD_CTX *md, const ms_tensor *t)
 {
 	unsigned char digest[EVP_MAX_MD_SIZE];
@@ -127,7 +135,29 @@ static int print_checksum(EVP_MD_CTX *md, const ms_tensor *t)
 	}
 	for (unsigned i = 0; i < len; i++)
 		snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-	printf("%s  %s\n", hex, t->name);
+	/* As sha256sum does: a name with a backslash or a control character gets a leading
+	 * backslash and those characters escaped (\\, \n, \r, and \xNN for the rest), so
+	 * that every line stays one line and no terminal escape reaches the screen. */
+	if (!needs_escape(t->name)) {
+		printf("%s  %s\n", hex, t->name);
+		return 0;
+	}
+	printf("\\%s  ", hex);
+	for (const char *p = t->name; *p != '\0'; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\\')
+			fputs("\\\\", stdout);
+		else if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c == '\r')
+			fputs("\\r", stdout);
+		else if (c < 0x20 || c == 0x7f)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+	putchar('\n');
 	return 0;
 }
 
@@ -160,6 +190,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	if (ms_streamer_options_from_env(&a->opts) < 0)
 		return cli_usage_error("%s", ms_error_last()->message);
 	optind = 1;
+	opterr = 0; /* our own one-line messages instead of getopt's */
 	while ((c = getopt_long(argc, argv, "c:m:s:qh", options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -209,7 +240,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 			fputs(cli_exit_codes_help, stdout);
 			return -1;
 		default:
-			return cli_usage_error("see 'modelstream stream --help'");
+			return cli_option_error("stream", optopt, argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
@@ -244,9 +275,7 @@ int cmd_stream(int argc, char **argv)
 		rc = cli_usage_error("out of memory");
 		goto done;
 	}
-	if ((rc = ms_streamer_new(&watch.streamer, &a.opts)) < 0 ||
-	    (rc = ms_streamer_add_many(watch.streamer, (const char *const *)argv + optind,
-	                               (size_t)(argc - optind))) < 0) {
+	if ((rc = ms_streamer_new(&watch.streamer, &a.opts)) < 0) {
 		rc = cli_fail(rc);
 		goto done;
 	}
@@ -254,9 +283,15 @@ int cmd_stream(int argc, char **argv)
 	sigaddset(&watch.signals, SIGINT);
 	sigaddset(&watch.signals, SIGTERM);
 	sigaddset(&watch.signals, SIGUSR1);
-	/* Blocked before the workers start, so that they inherit the mask. */
+	/* Blocked before any worker starts, so that they inherit the mask, and before the
+	 * headers are read, so that an interrupt there also ends in a clean cancel. */
 	pthread_sigmask(SIG_BLOCK, &watch.signals, NULL);
 	watching = pthread_create(&watcher, NULL, watch_signals, &watch) == 0;
+	if ((rc = ms_streamer_add_many(watch.streamer, (const char *const *)argv + optind,
+	                               (size_t)(argc - optind))) < 0) {
+		rc = cli_fail(rc);
+		goto done;
+	}
 
 	while ((rc = ms_streamer_next(&t, watch.streamer)) == 0) {
 		if (a.checksum && print_checksum(md, t) != 0) {

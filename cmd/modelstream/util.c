@@ -144,3 +144,33 @@ const char *cli_format_bytes(char *buf, size_t size, uint64_t bytes)
 		snprintf(buf, size, "%.2f %s", v, units[u]);
 	return buf;
 }
+
+const char *cli_escape(char *buf, size_t size, const char *s)
+{
+	size_t used = 0;
+
+	for (; *s != '\0' && used + 5 < size; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '\n' || c == '\t') {
+			buf[used++] = '\\';
+			buf[used++] = c == '\n' ? 'n' : 't';
+		} else if (c < 0x20 || c == 0x7f) {
+			used += (size_t)snprintf(buf + used, size - used, "\\x%02x", c);
+		} else {
+			buf[used++] = (char)c;
+		}
+	}
+	buf[used] = '\0';
+	return buf;
+}
+
+int cli_option_error(const char *command, int optopt_value, const char *arg)
+{
+	if (optopt_value != 0 && arg != NULL && arg[0] == '-' && arg[1] != '-')
+		return cli_usage_error("%s: unknown option '-%c' (see 'modelstream %s --help')",
+		                       command, optopt_value, command);
+	return cli_usage_error("%s: unknown option or missing value in '%s' (see 'modelstream %s "
+	                       "--help')",
+	                       command, arg != NULL ? arg : "", command);
+}
