@@ -37,7 +37,7 @@ static int transparent_huge_pages_enabled(void)
 	return strstr(mode, "[never]") == NULL && mode[0] != '\0';
 }
 
-int ms__arena_map(ms__arena *a, size_t size)
+int ms__arena_map(ms__arena *a, size_t size, int pages)
 {
 	size_t huge_size;
 	void *p;
@@ -49,15 +49,23 @@ int ms__arena_map(ms__arena *a, size_t size)
 		return ms__error_set(MS_ENOMEM, "arena of %zu bytes is too large", size);
 	huge_size = align_up(size, HUGE_PAGE);
 
-	p = mmap(NULL, huge_size, PROT_READ | PROT_WRITE,
-	         MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT), -1, 0);
+	p = MAP_FAILED;
+	if (pages == MS_ARENA_PAGES_AUTO || pages == MS_ARENA_PAGES_RESERVED)
+		p = mmap(NULL, huge_size, PROT_READ | PROT_WRITE,
+		         MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT), -1, 0);
+	if (p == MAP_FAILED && pages == MS_ARENA_PAGES_RESERVED)
+		return ms__error_set(MS_ENOMEM,
+		                     "cannot map a %zu-byte arena on reserved huge pages: too few "
+		                     "free in vm.nr_hugepages (see /proc/meminfo HugePages_Free)",
+		                     huge_size);
 	if (p != MAP_FAILED) {
 		a->map_base = a->base = p;
 		a->map_size = a->size = huge_size;
 		a->pages = MS__PAGES_RESERVED_HUGE;
 		return 0;
 	}
-	if (huge_size >= HUGE_PAGE && transparent_huge_pages_enabled()) {
+	if (pages != MS_ARENA_PAGES_SMALL && huge_size >= HUGE_PAGE &&
+	    transparent_huge_pages_enabled()) {
 		size_t map_size = huge_size + HUGE_PAGE;
 
 		p = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,

@@ -35,8 +35,11 @@ typedef struct {
 	int wrapped;
 } ms__arena;
 
-/** Maps an arena of at least `size` bytes. Returns 0 or MS_ENOMEM with the message set. */
-int ms__arena_map(ms__arena *a, size_t size);
+/**
+ * Maps an arena of at least `size` bytes backed by `pages` (an ms_arena_pages value).
+ * Returns 0 or MS_ENOMEM with the message set.
+ */
+int ms__arena_map(ms__arena *a, size_t size, int pages);
 
 /** Unmaps the arena; accepts one that was never mapped (zeroed). */
 void ms__arena_unmap(ms__arena *a);

@@ -226,7 +226,7 @@ int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sou
 		e->extents[i].complete = plan->extents[i].read_count == 0;
 	}
 	arena_size = (size_t)(opts->ring ? opts->ring_size : plan->spans_total);
-	if ((rc = ms__arena_map(&e->arena, arena_size)) < 0)
+	if ((rc = ms__arena_map(&e->arena, arena_size, opts->arena_pages)) < 0)
 		goto done;
 	atomic_store_explicit(&e->start_ns, now_ns(), memory_order_relaxed);
 	e->started = 1;

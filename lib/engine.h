@@ -22,6 +22,7 @@ typedef struct {
 	uint64_t alignment;   /* as given to the plan */
 	int ring;             /* 0: one block for everything; 1: a ring of ring_size bytes */
 	uint64_t ring_size;
+	int arena_pages; /* an ms_arena_pages value */
 } ms__engine_options;
 
 /** Creates an idle engine; only cancel and free are valid until start. */

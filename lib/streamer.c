@@ -144,6 +144,9 @@ static int check_options(const ms_streamer_options *o)
 		                     o->chunk_size, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
 	if ((unsigned)o->direct_io > MS_DIRECT_IO_ON)
 		return ms__error_set(MS_EINVAL, "direct I/O mode %d is invalid", (int)o->direct_io);
+	if ((unsigned)o->arena_pages > MS_ARENA_PAGES_RESERVED)
+		return ms__error_set(MS_EINVAL, "arena pages mode %d is invalid",
+		                     (int)o->arena_pages);
 	if (o->select_count > 0 && o->select == NULL)
 		return ms__error_set(MS_EINVAL, "select_count is %zu but select is NULL",
 		                     o->select_count);

@@ -18,7 +18,7 @@ Test(arena, maps_usable_writable_memory)
 	ms__arena a;
 	const char *mode = getenv("MS_TEST_HUGEPAGES");
 
-	cr_assert_eq(ms__arena_map(&a, 5u << 20), 0);
+	cr_assert_eq(ms__arena_map(&a, 5u << 20, MS_ARENA_PAGES_AUTO), 0);
 	cr_assert_geq(a.size, 5u << 20);
 	memset(a.base, 0xab, a.size);
 	if (a.pages != MS__PAGES_SMALL)
@@ -32,14 +32,38 @@ Test(arena, maps_usable_writable_memory)
 	ms__arena_unmap(&a); /* twice is harmless */
 }
 
+Test(arena, page_kinds_can_be_forced)
+{
+	ms__arena a;
+	const char *mode = getenv("MS_TEST_HUGEPAGES");
+	int reserved_available = mode != NULL && strcmp(mode, "reserved") == 0;
+
+	cr_assert_eq(ms__arena_map(&a, 4u << 20, MS_ARENA_PAGES_SMALL), 0);
+	cr_assert_eq(a.pages, MS__PAGES_SMALL);
+	memset(a.base, 1, a.size);
+	ms__arena_unmap(&a);
+	cr_assert_eq(ms__arena_map(&a, 4u << 20, MS_ARENA_PAGES_TRANSPARENT), 0);
+	cr_assert_neq(a.pages, MS__PAGES_RESERVED_HUGE);
+	ms__arena_unmap(&a);
+	if (reserved_available) {
+		cr_assert_eq(ms__arena_map(&a, 4u << 20, MS_ARENA_PAGES_RESERVED), 0);
+		cr_assert_eq(a.pages, MS__PAGES_RESERVED_HUGE);
+		memset(a.base, 1, a.size);
+		ms__arena_unmap(&a);
+	} else if (mode != NULL && strcmp(mode, "none") == 0) {
+		cr_assert_eq(ms__arena_map(&a, 4u << 20, MS_ARENA_PAGES_RESERVED), MS_ENOMEM);
+		cr_assert_null(a.base);
+	}
+}
+
 Test(arena, tiny_and_zero_sizes)
 {
 	ms__arena a;
 
-	cr_assert_eq(ms__arena_map(&a, 0), 0);
+	cr_assert_eq(ms__arena_map(&a, 0, MS_ARENA_PAGES_AUTO), 0);
 	cr_assert_geq(a.size, 1);
 	ms__arena_unmap(&a);
-	cr_assert_eq(ms__arena_map(&a, 100), 0);
+	cr_assert_eq(ms__arena_map(&a, 100, MS_ARENA_PAGES_AUTO), 0);
 	cr_assert_geq(a.size, 100);
 	ms__arena_unmap(&a);
 }
@@ -48,7 +72,7 @@ Test(arena, absurd_size_fails_cleanly)
 {
 	ms__arena a;
 
-	cr_assert_eq(ms__arena_map(&a, SIZE_MAX - 10), MS_ENOMEM);
+	cr_assert_eq(ms__arena_map(&a, SIZE_MAX - 10, MS_ARENA_PAGES_AUTO), MS_ENOMEM);
 	cr_assert_null(a.base);
 }
 

@@ -129,6 +129,16 @@ typedef enum {
 	MS_DIRECT_IO_ON = 2,  /**< always O_DIRECT; fails where the file system refuses it */
 } ms_direct_io;
 
+/** Which pages back the buffer arena. */
+typedef enum {
+	/** Reserved 2 MiB pages (MAP_HUGETLB) when vm.nr_hugepages has enough free, else
+	 * transparent huge pages where the kernel allows them, else small pages. */
+	MS_ARENA_PAGES_AUTO = 0,
+	MS_ARENA_PAGES_SMALL = 1,       /**< 4 KiB pages only */
+	MS_ARENA_PAGES_TRANSPARENT = 2, /**< transparent huge pages (madvise), else small */
+	MS_ARENA_PAGES_RESERVED = 3,    /**< reserved huge pages only; MS_ENOMEM if too few */
+} ms_arena_pages;
+
 /** Unlimited memory: the arena holds every selected tensor at once. */
 #define MS_MEMORY_UNLIMITED (-1)
 /** The smallest arena that works: the size of the largest selected tensor. */
@@ -172,6 +182,9 @@ typedef struct {
 	 */
 	const char *const *select;
 	size_t select_count;
+
+	/** Which pages back the arena; see ms_arena_pages. */
+	ms_arena_pages arena_pages;
 } ms_streamer_options;
 
 #define MS_STREAMER_OPTIONS_INIT                                                  \

@@ -1,0 +1,732 @@
+#!/usr/bin/env python3
+"""modelstream's benchmark harness: side by side with the physical limit and with its peers.
+
+`make bench` runs `python3 tests/bench/run_bench.py --build build`. The harness
+
+  1. generates a model-like safetensors file of about 4 GiB once, with BUILD/mkmodel, into
+     bench-data/ at the repository root, and reuses it while its recorded size still matches;
+  2. runs every benchmark row K times (--repeat), each run a separate child process, so that its
+     peak RSS can be read from os.wait4 (ru_maxrss); the kernel counts in it, as a maximum, the
+     peak of the harness the child was forked from, so a trivial child is run after each run
+     to measure that floor and a figure no higher than it is shown as an upper bound ("<=");
+  3. prints a table (best and median GB/s, time to first tensor, peak RSS, ratio to memcpy) and
+     the target ratios, and writes everything to bench-data/results.json.
+
+"Hot" runs find the whole file in the page cache: residency is checked with fincore(1) right
+before each one and the file is read through once, untimed, when pages are missing (our VMs page
+idle memory out in the background, so a file cached a minute ago may not be any more). "Cold"
+runs follow `sync; echo 3 > /proc/sys/vm/drop_caches`, which needs root; without it the cold rows
+are skipped and say so.
+
+Targets are reported, never asserted: the exit status is 0 when every run succeeded, even if a
+target was missed, and 1 when any run failed. Only the Python standard library is used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import fnmatch
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_DIR = REPO / "tests" / "bench"
+MIB = 1 << 20
+GIB = 1 << 30
+
+# The generator's command line, fixed so that the cached file is the same on every machine:
+# 15 tensors of 256 MiB (a large model's matrices) and 4000 of up to 64 KiB (norms and biases).
+# The dtypes are those of real checkpoints, and ones every reader here knows: mkmodel's default
+# (all of them) includes F4 and F6, which Run:ai and Python safetensors reject.
+MKMODEL_ARGS = ["--seed", "7", "--small-count", "4000", "--small-max-bytes", "64K",
+                "--large-count", "15", "--large-bytes", "256M", "--metadata",
+                "--dtypes", "BF16,F16,F32"]
+MODEL_NAME = "model.safetensors"
+MODEL_STAMP = "model.json"
+
+# memcpy_bench is built here rather than by make, so that the harness works from any build tree.
+MEMCPY_CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+
+# Peak RSS allowed over the memory limit before the limited-memory target counts as missed: the
+# code, stacks, header and tensor table of a C process.
+RSS_ALLOWANCE = 64 * MIB
+
+RUN_TIMEOUT_SECONDS = 900
+
+
+class BenchError(Exception):
+    """A problem that stops the whole harness (as opposed to one failed run)."""
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the table: a command run K times under the same conditions."""
+
+    name: str
+    description: str
+    argv: list[str]
+    cold: bool = False          # drop the page cache before each run (needs root)
+    hugepages: bool = False     # run while --hugepages N huge pages are reserved
+    devnull_stdout: bool = False  # the command's output is the data itself (cat)
+    memory_limit: Optional[int] = None
+    runs: list[dict] = dataclasses.field(default_factory=list)
+    skipped: Optional[str] = None
+    failed: bool = False
+
+    def ok_runs(self) -> list[dict]:
+        return [run for run in self.runs if run["ok"]]
+
+    def best(self, key: str = "gbps") -> Optional[float]:
+        values = [run[key] for run in self.ok_runs() if run.get(key) is not None]
+        return max(values) if values else None
+
+    def median(self, key: str = "gbps") -> Optional[float]:
+        values = [run[key] for run in self.ok_runs() if run.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    def peak_rss(self) -> Optional[int]:
+        values = [run["peak_rss_bytes"] for run in self.ok_runs()]
+        return max(values) if values else None
+
+    def rss_floor(self) -> int:
+        return max((run.get("rss_floor_bytes", 0) for run in self.runs), default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '536870912', '512M', '4G' (binary multiples) or '-1'."""
+    text = text.strip()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)
+
+
+def fmt_gbps(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def fmt_seconds(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def fmt_mib(value: Optional[int]) -> str:
+    return "-" if value is None else f"{value / MIB:.0f} MiB"
+
+
+def fmt_rss(value: Optional[int], floor: int) -> str:
+    """A peak RSS, shown as an upper bound when it is no more than what every child inherits."""
+    if value is not None and value <= floor:
+        return "<= " + fmt_mib(value)
+    return fmt_mib(value)
+
+
+def fmt_ratio(numerator: Optional[float], denominator: Optional[float]) -> str:
+    if numerator is None or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}"
+
+
+def ratio(numerator: Optional[float], denominator: Optional[float]) -> Optional[float]:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine: page cache, huge pages, memcpy_bench
+
+
+def page_cache_fraction(path: Path) -> Optional[float]:
+    """The fraction of path's bytes in the page cache (fincore), or None when it cannot tell."""
+    fincore = shutil.which("fincore")
+    if fincore is None:
+        return None
+    try:
+        out = subprocess.run([fincore, "--bytes", "--noheadings", "--raw", "--output", "RES",
+                              str(path)], capture_output=True, text=True, check=True).stdout
+        return min(1.0, int(out.split()[0]) / max(1, path.stat().st_size))
+    except (subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
+def warm_page_cache(path: Path) -> None:
+    """Reads path once, untimed, so that the next run finds it in the page cache."""
+    buffer = bytearray(MIB)  # small: this harness's peak RSS is every child's floor
+    with open(path, "rb", buffering=0) as handle:
+        while handle.readinto(buffer):
+            pass
+
+
+def drop_page_cache() -> None:
+    """Writes dirty pages back, then drops the clean page cache, dentries and inodes."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n", encoding="ascii")
+
+
+class PageCache:
+    """Makes each run find the file hot or cold, as its row asks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.maybe_cold = True  # only matters where fincore is missing
+
+    def prepare(self, cold: bool) -> Optional[float]:
+        """Returns the fraction of the file cached just before the run (None: unknown)."""
+        if cold:
+            drop_page_cache()
+            self.maybe_cold = True
+            return page_cache_fraction(self.path)
+        fraction = page_cache_fraction(self.path)
+        if (fraction is None and self.maybe_cold) or (fraction is not None and fraction < 1.0):
+            warm_page_cache(self.path)
+            self.maybe_cold = False
+            fraction = page_cache_fraction(self.path)
+        return fraction
+
+
+@contextlib.contextmanager
+def reserved_hugepages(count: int) -> Iterator[int]:
+    """Sets vm.nr_hugepages to count for the duration, restoring the previous value afterwards,
+    also on Ctrl-C, SIGTERM (turned into SystemExit by main) or an exception. Yields how many
+    pages the kernel actually reserved, which is fewer than asked when memory is fragmented."""
+    knob = Path("/proc/sys/vm/nr_hugepages")
+    previous = int(knob.read_text(encoding="ascii"))
+    try:
+        knob.write_text(f"{count}\n", encoding="ascii")
+        reserved = int(knob.read_text(encoding="ascii"))
+        if reserved < count:
+            log(f"run_bench: asked for {count} huge pages, the kernel reserved {reserved}")
+        log(f"run_bench: vm.nr_hugepages {previous} -> {reserved}")
+        yield reserved
+    finally:
+        knob.write_text(f"{previous}\n", encoding="ascii")
+        log(f"run_bench: vm.nr_hugepages restored to {knob.read_text(encoding='ascii').strip()}")
+
+
+def build_memcpy_bench(build: Path) -> Path:
+    """Compiles tests/bench/memcpy_bench.c into BUILD/memcpy_bench unless it is up to date."""
+    source = BENCH_DIR / "memcpy_bench.c"
+    binary = build / "memcpy_bench"
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    build.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CC", "cc")
+    command = [compiler, *MEMCPY_CFLAGS, "-o", str(binary), str(source)]
+    log("run_bench: " + " ".join(command))
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchError(f"building memcpy_bench failed:\n{result.stderr}")
+    return binary
+
+
+# ---------------------------------------------------------------------------------------------
+# The model file
+
+
+def ensure_model(build: Path, data_dir: Path) -> Path:
+    """Returns bench-data/model.safetensors, generating it with mkmodel unless a file made with
+    the same arguments, and still of the size recorded when it was made, is already there."""
+    model = data_dir / MODEL_NAME
+    stamp = data_dir / MODEL_STAMP
+    wanted = {"generator": "mkmodel", "args": MKMODEL_ARGS}
+    if model.exists() and stamp.exists():
+        try:
+            recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        except ValueError:
+            recorded = {}
+        if ({k: recorded.get(k) for k in wanted} == wanted
+                and recorded.get("bytes") == model.stat().st_size):
+            return model
+
+    mkmodel = build / "mkmodel"
+    if not os.access(mkmodel, os.X_OK):
+        raise BenchError(f"{mkmodel} is missing: build the project first (make), "
+                         "or pass --file with a safetensors file to use instead")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = data_dir / (MODEL_NAME + ".partial")
+    command = [str(mkmodel), *MKMODEL_ARGS, str(partial)]
+    log("run_bench: generating the benchmark model once (about 4 GiB): " + " ".join(command))
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not partial.exists():
+        partial.unlink(missing_ok=True)
+        raise BenchError(f"mkmodel failed ({result.returncode}):\n{result.stderr}")
+    size = partial.stat().st_size
+    if not 3 * GIB <= size <= 5 * GIB:
+        partial.unlink(missing_ok=True)
+        raise BenchError(f"mkmodel wrote {size} bytes; expected about 4 GiB")
+    # Renamed into place last, so an interrupted generation is never mistaken for a model.
+    stamp.write_text(json.dumps({**wanted, "bytes": size}) + "\n", encoding="utf-8")
+    partial.rename(model)
+    log(f"run_bench: {model} ({size / GIB:.2f} GiB) in {time.perf_counter() - started:.0f} s")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one command
+
+
+def last_json_line(text: str) -> Optional[dict]:
+    """The last line of text that parses as a JSON object, or None."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def run_once(row: Row, file_bytes: int) -> dict:
+    """Runs row.argv as a child process and returns what it reported, its wall time and its peak
+    RSS. os.wait4 reaps the child itself, because it is the only call that hands back the
+    child's own rusage (subprocess's wait would discard it)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        try:
+            proc = subprocess.Popen(row.argv, cwd=REPO, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL if row.devnull_stdout else out,
+                                    stderr=err)
+        except OSError as error:  # a binary that is missing or not executable
+            return {"ok": False, "exit_code": None, "error": str(error), "stderr_tail": "",
+                    "peak_rss_bytes": None, "gbps": None, "seconds": None,
+                    "ttft_seconds": None}
+        # A run that hangs is killed, but never after it has been reaped: its pid could be reused.
+        lock = threading.Lock()
+        reaped = False
+
+        def kill_on_timeout() -> None:
+            with lock:
+                if not reaped:
+                    os.kill(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(RUN_TIMEOUT_SECONDS, kill_on_timeout)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            # Ctrl-C: the child got SIGINT too, but make sure it is gone before unwinding.
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+            raise
+        finally:
+            with lock:
+                reaped = True
+            timer.cancel()
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # tells Popen the child is reaped
+
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+
+    run = {"ok": proc.returncode == 0, "exit_code": proc.returncode,
+           "wall_seconds": round(wall, 6), "peak_rss_bytes": usage.ru_maxrss * 1024,
+           "gbps": None, "seconds": None, "ttft_seconds": None}
+    if row.devnull_stdout:
+        # cat reports nothing: its figure is the whole file over its wall time.
+        run.update(bytes=file_bytes, seconds=wall, gbps=file_bytes / wall / 1e9)
+    else:
+        report = last_json_line(stdout)
+        if report is None or report.get("gbps") is None:
+            run["ok"] = False
+            run["error"] = "no JSON object with gbps on stdout"
+        else:
+            run["report"] = report
+            for key in ("bytes", "seconds", "gbps", "ttft_seconds"):
+                run[key] = report.get(key)
+    if not run["ok"]:
+        run["stderr_tail"] = stderr[-2000:]
+        run["stdout_tail"] = stdout[-500:]
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The rows
+
+
+def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path) -> list[Row]:
+    """Every row, in the order they run: hot ones first, then the ones that drop the cache."""
+    file_bytes = model.stat().st_size
+    modelstream = str(build / "modelstream")
+    python = sys.executable
+    conc = str(args.concurrency)
+    limit = args.memory_limit
+    threads = max(1, min(os.cpu_count() or 1, args.concurrency))
+
+    def ms(limit_bytes: int) -> list[str]:
+        return [modelstream, "stream", str(model), "--concurrency", conc,
+                "--memory-limit", str(limit_bytes), "--json"]
+
+    def runai(limit_bytes: int) -> list[str]:
+        return [python, str(BENCH_DIR / "runai_bench.py"), str(model),
+                "--concurrency", conc, "--memory-limit", str(limit_bytes)]
+
+    rows = [
+        Row("memcpy", f"memcpy of the file's size in 8 MiB pieces, {threads} thread(s), into "
+            "prefaulted huge-page memory: the limit", [str(memcpy), "--threads", str(threads),
+                                                      str(file_bytes)]),
+    ]
+    if threads > 1:
+        rows.append(Row("memcpy-1thread", "the same with one thread",
+                        [str(memcpy), "--threads", "1", str(file_bytes)]))
+    rows += [
+        Row("cat-hot", "cat FILE > /dev/null, file in page cache (read(2), 128 KiB buffer)",
+            ["cat", str(model)], devnull_stdout=True),
+        Row("modelstream-hot", "modelstream stream, unlimited memory", ms(-1)),
+        Row("modelstream-hot-limited", f"modelstream stream, --memory-limit {limit}",
+            ms(limit), memory_limit=limit),
+        Row("modelstream-hot-small-pages", "modelstream stream, unlimited, arena on 4 KiB "
+            "pages (--arena-pages small) instead of transparent huge pages",
+            ms(-1) + ["--arena-pages", "small"]),
+    ]
+    if args.hugepages:
+        rows.append(Row("modelstream-hot-hugepages",
+                        f"modelstream stream, unlimited, {args.hugepages} huge pages reserved",
+                        ms(-1), hugepages=True))
+    rows += [
+        Row("runai-hot", "Run:ai Model Streamer, unlimited (RUNAI_STREAMER_MEMORY_LIMIT=-1)",
+            runai(-1)),
+        Row("runai-hot-limited", f"Run:ai Model Streamer, RUNAI_STREAMER_MEMORY_LIMIT={limit}",
+            runai(limit), memory_limit=limit),
+        Row("safetensors-hot", "Python safetensors safe_open (mmap) + clone of every tensor",
+            [python, str(BENCH_DIR / "safetensors_bench.py"), str(model)]),
+        Row("safetensors-pread-hot", "Python safetensors safe_open(backend=\"pread\")",
+            [python, str(BENCH_DIR / "safetensors_bench.py"), str(model), "--backend",
+             "pread"]),
+        Row("cat-cold", "cat FILE > /dev/null after dropping the page cache",
+            ["cat", str(model)], cold=True, devnull_stdout=True),
+        Row("modelstream-cold", "modelstream stream, unlimited, after dropping the page cache",
+            ms(-1), cold=True),
+        Row("runai-cold", "Run:ai Model Streamer, unlimited, after dropping the page cache",
+            runai(-1), cold=True),
+        Row("modelstream-cold-limited", f"modelstream stream, --memory-limit {limit}, after "
+            "dropping the page cache", ms(limit), cold=True, memory_limit=limit),
+        Row("runai-cold-limited", f"Run:ai Model Streamer, RUNAI_STREAMER_MEMORY_LIMIT={limit}, "
+            "after dropping the page cache", runai(limit), cold=True, memory_limit=limit),
+    ]
+    return rows
+
+
+def select_rows(rows: list[Row], only: Optional[str]) -> list[Row]:
+    """Keeps the rows that --only names (comma-separated names or shell patterns)."""
+    if not only:
+        return rows
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(row.name, pattern) for row in rows):
+            raise BenchError(f"--only: no row matches {pattern!r}; rows are "
+                             + ", ".join(row.name for row in rows))
+    return [row for row in rows
+            if any(fnmatch.fnmatchcase(row.name, pattern) for pattern in patterns)]
+
+
+def measure_rss_floor() -> int:
+    """The peak RSS that a trivial child reports now. At exec the kernel folds the peak RSS of
+    the memory the child had before (this harness's) into the child's ru_maxrss, as a maximum
+    rather than a sum: a figure above this floor is exact, one at the floor only says "no more
+    than this". The floor is the harness's own peak so far, so it is measured after every run."""
+    run = run_once(Row("floor", "true(1)", ["true"], devnull_stdout=True), 0)
+    return run["peak_rss_bytes"]
+
+
+def run_row(row: Row, repeat: int, cache: PageCache, file_bytes: int) -> None:
+    """Runs a row repeat times; stops at its first failure, which is then reported."""
+    for index in range(repeat):
+        cached = cache.prepare(row.cold)
+        run = run_once(row, file_bytes)
+        run["page_cache_fraction_before"] = cached
+        # Measured after the run: the harness's peak only grows, so this covers what it passed on.
+        run["rss_floor_bytes"] = measure_rss_floor()
+        row.runs.append(run)
+        state = "-" if cached is None else f"{cached * 100:.0f}%"
+        if run["ok"]:
+            log(f"  {row.name} [{index + 1}/{repeat}] {fmt_gbps(run['gbps'])} GB/s, "
+                f"first tensor {fmt_seconds(run['ttft_seconds'])}, "
+                f"peak RSS {fmt_mib(run['peak_rss_bytes'])}, cached before {state}")
+        else:
+            row.failed = True
+            log(f"  {row.name} [{index + 1}/{repeat}] FAILED (exit {run['exit_code']}): "
+                f"{run.get('error', '')}\n{run['stderr_tail'].rstrip()}")
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def row_notes(row: Row) -> str:
+    """The one thing worth knowing about a row's runs, beyond the table's columns."""
+    if row.skipped:
+        return f"skipped: {row.skipped}"
+    if row.failed:
+        return "FAILED"
+    runs = row.ok_runs()
+    if not runs:
+        return ""
+    report = runs[-1].get("report", {})
+    if row.name.startswith("memcpy"):
+        return (f"fresh 4K {fmt_gbps(row.median('gbps_fresh_4k'))}, fresh THP "
+                f"{fmt_gbps(row.median('gbps_thp'))}, prefaulted 4K "
+                f"{fmt_gbps(row.median('gbps_prefaulted_4k'))} GB/s (medians)")
+    if "arena_huge_pages" in report:
+        # hugetlb pages are not in RSS, so a huge-page arena is shown here instead.
+        return f"arena huge pages {report['arena_huge_pages']}"
+    if row.name.startswith("runai"):
+        return (f"ring {report.get('ring_buffers')} x {fmt_mib(report.get('ring_buffer_bytes'))}"
+                f", baseline RSS {fmt_mib(report.get('rss_baseline_bytes'))}")
+    if row.name.startswith("safetensors"):
+        return (f"{report.get('backend')}, force={report.get('force')}, baseline RSS "
+                f"{fmt_mib(report.get('rss_baseline_bytes'))}")
+    return ""
+
+
+def lift_memcpy_variants(row: Row) -> None:
+    """Copies memcpy_bench's extra figures to the run level so that best/median apply to them."""
+    for run in row.ok_runs():
+        report = run.get("report", {})
+        for key in ("gbps_fresh_4k", "gbps_thp", "gbps_prefaulted_4k"):
+            run[key] = report.get(key)
+
+
+def print_table(rows: list[Row], memcpy: Optional[float], repeat: int) -> None:
+    header = ("name", "GB/s best", "GB/s median", "first tensor", "peak RSS", "x memcpy",
+              "notes")
+    lines = [header]
+    for row in rows:
+        lines.append((row.name, fmt_gbps(row.best()), fmt_gbps(row.median()),
+                      fmt_seconds(row.median("ttft_seconds")),
+                      fmt_rss(row.peak_rss(), row.rss_floor()),
+                      fmt_ratio(row.median(), memcpy), row_notes(row)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    print(f"\nresults: {repeat} run(s) per row; first tensor is the median, peak RSS the "
+          "largest; x memcpy compares medians")
+    print("peak RSS: a child reports at least this harness's own peak, so '<=' marks an upper "
+          "bound; hugetlb pages are not counted in RSS")
+    for number, line in enumerate(lines):
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:-1], widths[1:])]
+        print("  ".join(cells) + "  " + line[-1])
+        if number == 0:
+            print("  ".join("-" * width for width in widths) + "  " + "-" * 5)
+
+
+def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
+    """The target ratios, from medians (best-of-K alongside). Reported, never asserted."""
+
+    def gbps(name: str, best: bool = False) -> Optional[float]:
+        row = rows.get(name)
+        if row is None or row.failed:
+            return None
+        return row.best() if best else row.median()
+
+    def target(label: str, num: str, den: str, goal: Optional[float]) -> dict:
+        value = ratio(gbps(num), gbps(den))
+        return {"target": label, "numerator": num, "denominator": den, "value": value,
+                "best_of_runs": ratio(gbps(num, True), gbps(den, True)), "goal": goal,
+                "met": None if value is None or goal is None else value >= goal}
+
+    targets = [
+        target("hot modelstream / memcpy", "modelstream-hot", "memcpy", 0.8),
+        target("hot modelstream, reserved huge pages / memcpy", "modelstream-hot-hugepages",
+               "memcpy", 0.8),
+        target("hot limited modelstream / memcpy", "modelstream-hot-limited", "memcpy", 0.8),
+        target("hot modelstream / hot Run:ai", "modelstream-hot", "runai-hot", 1.5),
+        target("limited / unlimited modelstream", "modelstream-hot-limited",
+               "modelstream-hot", 0.9),
+    ]
+    limited = rows.get("modelstream-hot-limited")
+    peak = limited.peak_rss() if limited is not None and not limited.failed else None
+    targets.append({"target": "limited modelstream peak RSS <= limit + 64 MiB",
+                    "value": peak, "goal": limit + RSS_ALLOWANCE,
+                    "met": None if peak is None else peak <= limit + RSS_ALLOWANCE})
+    # For information: like-for-like cold comparisons, and what reserved huge pages buy.
+    targets += [
+        target("cold modelstream / cold cat", "modelstream-cold", "cat-cold", None),
+        target("cold modelstream / cold Run:ai", "modelstream-cold", "runai-cold", None),
+        target("cold limited modelstream / cold limited Run:ai", "modelstream-cold-limited",
+               "runai-cold-limited", 1.5),
+        target("THP / small-page arena, unlimited hot", "modelstream-hot",
+               "modelstream-hot-small-pages", None),
+        target("hot modelstream / hot cat", "modelstream-hot", "cat-hot", None),
+        target("modelstream with / without reserved huge pages", "modelstream-hot-hugepages",
+               "modelstream-hot", None),
+    ]
+    return targets
+
+
+def print_targets(targets: list[dict]) -> None:
+    print("\ntargets (medians; best-of-runs in brackets) - reported, not asserted")
+    for item in targets:
+        label = item["target"]
+        if "numerator" not in item:  # the peak-RSS target
+            value = item["value"]
+            shown = "-" if value is None else f"{fmt_mib(value)} vs {fmt_mib(item['goal'])}"
+        else:
+            value = item["value"]
+            best = item["best_of_runs"]
+            shown = "-" if value is None else f"{value:.2f}x [{best:.2f}x]"
+            if item["goal"] is not None:
+                shown += f"  goal >= {item['goal']:g}x"
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[item["met"]]
+        if item.get("goal") is None:
+            verdict = "info" if item["value"] is not None else "n/a"
+        print(f"  {label:<48} {shown:<36} {verdict}")
+
+
+def machine_info() -> dict:
+    info = {"kernel": platform.release(), "cpus": os.cpu_count(),
+            "python": platform.python_version()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_bytes"] = int(line.split()[1]) * 1024
+    with contextlib.suppress(OSError):
+        info["transparent_hugepage"] = Path(
+            "/sys/kernel/mm/transparent_hugepage/enabled").read_text(encoding="ascii").strip()
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark modelstream against memcpy, cat, Run:ai Model Streamer and "
+                    "Python safetensors.")
+    parser.add_argument("--build", default="build",
+                        help="build directory holding modelstream and mkmodel (default: build)")
+    parser.add_argument("--data", default=str(REPO / "bench-data"),
+                        help="where the model and results.json go (default: bench-data/)")
+    parser.add_argument("--file", help="benchmark this safetensors file instead of generating "
+                                       "one with mkmodel")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="reader concurrency for modelstream and Run:ai (default 16)")
+    parser.add_argument("--memory-limit", type=parse_size, default=512 * MIB,
+                        help="memory limit of the limited rows, bytes or K/M/G (default 512M)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per row; best and median are reported (default 3)")
+    parser.add_argument("--only", help="comma-separated row names or patterns, e.g. "
+                                       "'memcpy,modelstream-*'")
+    parser.add_argument("--hugepages", type=int, default=0, metavar="N",
+                        help="also run modelstream hot with N 2 MiB huge pages reserved "
+                             "(vm.nr_hugepages), restored afterwards")
+    args = parser.parse_args()
+    if args.concurrency < 1 or args.repeat < 1 or args.hugepages < 0:
+        parser.error("--concurrency and --repeat must be >= 1, --hugepages >= 0")
+    if args.memory_limit <= 0:
+        parser.error("--memory-limit must be a positive number of bytes")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    build = (REPO / args.build).resolve()
+    data_dir = Path(args.data).resolve()
+    is_root = os.geteuid() == 0
+    if args.hugepages and not is_root:
+        raise BenchError("--hugepages needs root (it writes /proc/sys/vm/nr_hugepages)")
+
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so that reserved huge pages are given back.
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+
+    model = Path(args.file).resolve() if args.file else ensure_model(build, data_dir)
+    if not model.is_file():
+        raise BenchError(f"{model}: no such file")
+    memcpy = build_memcpy_bench(build)
+    file_bytes = model.stat().st_size
+    rows = select_rows(make_rows(args, build, model, memcpy), args.only)
+    cache = PageCache(model)
+    log(f"run_bench: {model} ({file_bytes / GIB:.2f} GiB), concurrency {args.concurrency}, "
+        f"{args.repeat} run(s) per row")
+
+    for row in rows:
+        if row.cold and not is_root:
+            row.skipped = "dropping the page cache needs root"
+            log(f"  {row.name}: skipped ({row.skipped})")
+            continue
+        if row.hugepages:
+            with reserved_hugepages(args.hugepages) as reserved:
+                row.description += f" ({reserved} reserved)"
+                run_row(row, args.repeat, cache, file_bytes)
+        else:
+            run_row(row, args.repeat, cache, file_bytes)
+        if row.name.startswith("memcpy"):
+            lift_memcpy_variants(row)
+
+    by_name = {row.name: row for row in rows}
+    memcpy_row = by_name.get("memcpy")
+    memcpy_gbps = memcpy_row.median() if memcpy_row is not None else None
+    print_table(rows, memcpy_gbps, args.repeat)
+    targets = compute_targets(by_name, args.memory_limit)
+    print_targets(targets)
+
+    results = {
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "settings": {"file": str(model), "file_bytes": file_bytes,
+                     "concurrency": args.concurrency, "memory_limit": args.memory_limit,
+                     "repeat": args.repeat, "hugepages": args.hugepages},
+        "rows": [{"name": row.name, "description": row.description, "command": row.argv,
+                  "cold": row.cold, "skipped": row.skipped, "failed": row.failed,
+                  "best_gbps": row.best(), "median_gbps": row.median(),
+                  "median_ttft_seconds": row.median("ttft_seconds"),
+                  "peak_rss_bytes": row.peak_rss(),
+                  "ratio_to_memcpy": ratio(row.median(), memcpy_gbps), "runs": row.runs}
+                 for row in rows],
+        "targets": targets,
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    results_path = data_dir / "results.json"
+    results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"\nresults written to {results_path}")
+    return 1 if any(row.failed for row in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        log(f"run_bench: {error}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("run_bench: interrupted")
+        sys.exit(130)
