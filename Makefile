@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress crosscheck cli-tests deps demo bench fuzz \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress crosscheck cli-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -101,7 +101,7 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 # The README's test command: everything CI checks, after installing what is missing.
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
-	$(MAKE) --no-print-directory all install-check
+	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log
 	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
@@ -178,8 +178,16 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 $(B)/fuzz_header: tests/fuzz/fuzz_header.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined \
+	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	  -o $@ tests/fuzz/fuzz_header.c $(LIB_SRC) $(LIB_LIBS) -pthread
+
+# Replays the seed corpus (regressions included) through the fuzz target, without
+# fuzzing: part of `make test` wherever clang's libFuzzer is installed.
+fuzz-regress:
+	@if $(FUZZ_CC) --version >/dev/null 2>&1 && $(MAKE) --no-print-directory $(B)/fuzz_header >/dev/null 2>&1; then \
+	  $(B)/fuzz_header -runs=0 tests/fuzz/corpus 2>&1 | tail -n 2; \
+	  echo "fuzz-regress: $$(ls tests/fuzz/corpus | wc -l) corpus inputs replayed"; \
+	else echo "fuzz-regress: skipped (no clang with libFuzzer; scripts/deps.sh fuzz installs it)"; fi
 
 fuzz: $(B)/fuzz_header
 	@mkdir -p $(B)/fuzz-corpus

@@ -7,16 +7,19 @@
  *
  *  - the length prefix is capped (100 MB, as in the reference implementation) and must
  *    fit in the file;
- *  - the JSON is a UTF-8 object without raw control characters or NUL escapes, parsed by
- *    cJSON (depth-limited) from a private NUL-terminated copy; only whitespace may follow;
+ *  - the JSON is a UTF-8 object without a byte order mark, raw control characters or NUL
+ *    escapes, parsed by cJSON (depth-limited) from a private NUL-terminated copy of all
+ *    its bytes; only whitespace may follow;
  *  - each tensor has a known dtype, a shape of non-negative integers, and data_offsets
  *    [begin, end] with begin <= end; numbers are integers below 2^53, the range a JSON
  *    number holds exactly;
  *  - element count x element bits is computed with overflow checks and must equal the
  *    byte span (and be a whole number of bytes for the sub-byte float types);
  *  - sorted by offset, tensors tile the data section exactly: no gap, no overlap, and
- *    the last one ends at the end of the file;
- *  - names are unique; __metadata__ maps strings to strings, also without duplicates.
+ *    the last one ends at the end of the file (a file without tensors has no data);
+ *  - names are unique, and so are the keys of each tensor entry (cJSON would take the
+ *    first of two, other parsers the last); __metadata__ maps strings to strings, also
+ *    without duplicates.
  */
 #include <math.h>
 #include <stdio.h>
@@ -146,7 +149,7 @@ static size_t utf8_sequence_length(const unsigned char *p, size_t left)
 static int check_header_bytes(const char *json, size_t len, const char *name)
 {
 	const unsigned char *p = (const unsigned char *)json;
-	int in_string = 0;
+	int in_string = 0, escaped = 0;
 
 	for (size_t i = 0; i < len;) {
 		unsigned char c = p[i];
@@ -162,18 +165,20 @@ static int check_header_bytes(const char *json, size_t len, const char *name)
 			                     "%s: header string holds a raw control character at "
 			                     "offset %zu",
 			                     name, i);
-		if (c == '"') {
+		if (escaped) {
+			/* The byte after a backslash is checked like any other, so that a raw NUL
+			 * or control byte cannot hide behind one; only a quote there does not
+			 * end the string. */
+			escaped = 0;
+		} else if (c == '"') {
 			in_string = !in_string;
 		} else if (c == '\\' && in_string) {
-			if (i + 1 < len && p[i + 1] == 'u' && i + 5 < len &&
-			    memcmp(p + i + 2, "0000", 4) == 0)
+			if (i + 5 < len && memcmp(p + i + 1, "u0000", 5) == 0)
 				return ms__error_set(MS_EFORMAT,
 				                     "%s: header string holds a NUL character "
 				                     "(\\u0000) at offset %zu",
 				                     name, i);
-			/* Skip the escaped character so that \" does not end the string. */
-			i += 2;
-			continue;
+			escaped = 1;
 		}
 		seq = utf8_sequence_length(p + i, len - i);
 		if (seq == 0)
@@ -497,8 +502,14 @@ int ms__st_header_parse(ms__st_header **out, const char *json, size_t json_len, 
 	if (json_len >= 3 && memcmp(json, "\xef\xbb\xbf", 3) == 0)
 		return ms__error_set(MS_EFORMAT, "%s: header starts with a UTF-8 byte order mark",
 		                     name);
-	/* cJSON gets a private NUL-terminated copy: it never reads past the header. */
-	copy = ms__strndup(json, json_len);
+	/* cJSON gets a private NUL-terminated copy of all json_len bytes, so it cannot read
+	 * past the header. (ms__strndup() would stop at a NUL byte and leave cJSON a
+	 * buffer shorter than the length it is told.) */
+	copy = ms__malloc(json_len + 1);
+	if (copy != NULL) {
+		memcpy(copy, json, json_len);
+		copy[json_len] = '\0';
+	}
 	h = ms__calloc(1, sizeof(*h));
 	if (copy == NULL || h == NULL) {
 		rc = ms__error_set(MS_ENOMEM, "%s: out of memory parsing a %zu-byte header", name,

@@ -43,6 +43,7 @@ struct ms_streamer {
 	ms__source **sources; /* files[i].source, as the engine wants them */
 	size_t file_count;
 	size_t file_capacity;
+	size_t source_capacity; /* grows apart from file_capacity: either growth may fail */
 
 	ms_tensor *table; /* every tensor of every file, in file order */
 	size_t table_count;
@@ -285,7 +286,6 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 {
 	ms__source *src = NULL;
 	ms__st_header *header = NULL;
-	size_t source_capacity;
 	int rc;
 
 	if (s == NULL || path == NULL)
@@ -297,11 +297,10 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 		goto done;
 	if ((rc = load_header(&header, src)) < 0)
 		goto done;
-	source_capacity = s->file_capacity;
 	if (grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
 	        0 ||
-	    grow((void **)&s->sources, &source_capacity, s->file_count + 1, sizeof(*s->sources)) !=
-	        0 ||
+	    grow((void **)&s->sources, &s->source_capacity, s->file_count + 1,
+	         sizeof(*s->sources)) != 0 ||
 	    grow((void **)&s->table, &s->table_capacity, s->table_count + header->tensor_count,
 	         sizeof(*s->table)) != 0) {
 		rc = ms__error_set(MS_ENOMEM, "%s: out of memory adding %zu tensors", path,

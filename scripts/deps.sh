@@ -9,9 +9,12 @@ set -euo pipefail
 profile=${1:-test}
 packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev clang-format valgrind
           python3 python3-pip procps)
+# libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
+# across releases, so these are installed on a best-effort basis (and required for fuzz).
+optional=(clang libclang-rt-dev)
 case "$profile" in
   test) ;;
-  fuzz) packages+=(clang libclang-rt-dev) ;;
+  fuzz) packages+=("${optional[@]}"); optional=() ;;
   bench) ;;
   *) echo "deps.sh: unknown profile '$profile' (test, fuzz, bench)" >&2; exit 2 ;;
 esac
@@ -23,11 +26,22 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+missing_optional=()
+for p in "${optional[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing_optional+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+if [ ${#missing_optional[@]} -gt 0 ]; then
+  echo "deps: installing ${missing_optional[*]} (optional)"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing_optional[@]}" >/dev/null 2>&1 || echo "deps: optional packages unavailable; fuzz replay will be skipped"
 fi
 
 # pip refuses to touch a Debian-managed Python unless told; a pyenv or venv Python is fine.
