@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress crosscheck cli-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -102,8 +102,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -133,6 +133,19 @@ stress: $(B)/tests/stress_engine
 	  tail -n 1 $(B)/stress.full.log | tee $(B)/stress.log; \
 	  [ $$rc -eq 0 ] || { echo "stress_engine exited $$rc (see $(B)/stress.full.log)"; \
 	                      echo "0 passed, 1 failed" > $(B)/stress.log; exit 1; }
+
+# Valgrind where the sanitizers do not look: the engine's stress run and the CLI on a
+# generated model, leak-checked, with a non-zero exit on any error.
+VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	    --error-exitcode=99
+valgrind: $(B)/tests/stress_engine $(CLI) $(MKMODEL)
+	@rm -rf $(B)/valgrind && mkdir -p $(B)/valgrind
+	$(MKMODEL) --small-count 300 --large-count 2 --large-bytes 1M $(B)/valgrind/m.safetensors >/dev/null
+	$(VALGRIND) $(B)/tests/stress_engine 4 > $(B)/valgrind/stress.log
+	$(VALGRIND) $(CLI) stream $(B)/valgrind/m.safetensors --memory-limit 0 --checksum > /dev/null
+	$(VALGRIND) $(CLI) inspect $(B)/valgrind/m.safetensors --json > /dev/null
+	@echo "valgrind: no errors, no leaks" | tee $(B)/valgrind.log
+	@echo "3 passed, 0 failed" >> $(B)/valgrind.log
 
 $(B)/tests/stress_engine: $(B)/tests/stress_engine.o $(SUP_OBJ) $(STATIC)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)

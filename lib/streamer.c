@@ -438,6 +438,7 @@ static int start(ms_streamer *s)
 	    .chunk_size = s->opts.chunk_size,
 	    .alignment = READ_ALIGNMENT,
 	    .ring = s->opts.memory_limit >= 0,
+	    .arena_pages = s->opts.arena_pages,
 	};
 	unsigned char *selected = NULL;
 	size_t largest = SIZE_MAX;

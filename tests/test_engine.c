@@ -117,7 +117,8 @@ static void stream_and_check(const model *m, ms_streamer_options *opts)
 	if (opts->memory_limit > 0)
 		cr_assert_leq(st.arena_bytes, (uint64_t)opts->memory_limit + (4u << 20),
 		              "the arena respects the limit (up to huge-page rounding)");
-	if (strcmp(getenv("MS_TEST_HUGEPAGES") ? getenv("MS_TEST_HUGEPAGES") : "", "reserved") == 0)
+	if (opts->arena_pages == MS_ARENA_PAGES_AUTO &&
+	    strcmp(getenv("MS_TEST_HUGEPAGES") ? getenv("MS_TEST_HUGEPAGES") : "", "reserved") == 0)
 		cr_assert_eq(st.arena_huge_pages, 2, "reserved huge pages are used when there");
 	ms_streamer_free(s);
 }
@@ -519,4 +520,39 @@ Test(engine, empty_and_zero_size_tensors)
 	cr_assert_eq(rc, MS_ITER_END, "%s", ms_error_last()->message);
 	cr_assert_eq(count, 4);
 	ms_streamer_free(s);
+}
+
+Test(engine, arena_page_kind_follows_the_option)
+{
+	model m;
+	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
+	ms_streamer *s = NULL;
+	const ms_tensor *t;
+	ms_stats st;
+	const char *mode = getenv("MS_TEST_HUGEPAGES");
+
+	model_make(&m, "p.safetensors", 111, 50, 1, 4u << 20);
+	opts.arena_pages = MS_ARENA_PAGES_SMALL;
+	stream_and_check(&m, &opts);
+	cr_assert_eq(ms_streamer_new(&s, &opts), 0);
+	cr_assert_eq(ms_streamer_add(s, m.path), 0);
+	cr_assert_eq(ms_streamer_next(&t, s), 0);
+	ms_streamer_stats(&st, s);
+	cr_assert_eq(st.arena_huge_pages, 0, "small pages were asked for");
+	ms_streamer_free(s);
+
+	opts.arena_pages = MS_ARENA_PAGES_RESERVED;
+	cr_assert_eq(ms_streamer_new(&s, &opts), 0);
+	cr_assert_eq(ms_streamer_add(s, m.path), 0);
+	if (mode != NULL && strcmp(mode, "reserved") == 0) {
+		cr_assert_eq(ms_streamer_next(&t, s), 0, "%s", ms_error_last()->message);
+		ms_streamer_stats(&st, s);
+		cr_assert_eq(st.arena_huge_pages, 2);
+	} else if (mode != NULL && strcmp(mode, "none") == 0) {
+		cr_assert_eq(ms_streamer_next(&t, s), MS_ENOMEM);
+		cr_assert(strstr(ms_error_last()->message, "nr_hugepages") != NULL, "%s",
+		          ms_error_last()->message);
+	}
+	ms_streamer_free(s);
+	model_free(&m);
 }

@@ -189,6 +189,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	    {"chunk-size", required_argument, NULL, 'k'},
 	    {"select", required_argument, NULL, 's'},
 	    {"direct-io", required_argument, NULL, 'd'},
+	    {"arena-pages", required_argument, NULL, 'p'},
 	    {"checksum", no_argument, NULL, 'x'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
