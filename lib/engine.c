@@ -294,10 +294,10 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 		const ms_tensor *t = &e->table[plan->tensors[index].table_index];
 
 		*out_index = index;
-		*out_data = e->arena.base + (st->reserved ? st->arena_offset : 0) +
-		            (t->file_offset - x->read_start);
-		if (x->read_count == 0)
-			*out_data = e->arena.base;
+		/* An extent of empty tensors has no block; any valid pointer will do. */
+		*out_data = x->read_count == 0 ? e->arena.base
+		                               : e->arena.base + st->arena_offset +
+		                                     (t->file_offset - x->read_start);
 		e->tensor_states[index] = TENSOR_DELIVERED;
 		e->next_tensor++;
 		atomic_fetch_add_explicit(&e->bytes_delivered, t->size, memory_order_relaxed);
