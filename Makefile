@@ -27,8 +27,8 @@ SANFLAGS  := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fn
 CPPFLAGS  += -D_GNU_SOURCE -Ilib/include -Ilib
 CFLAGS    += $(WARNINGS) $(OPT) $(SANFLAGS) -fPIC -pthread
 LDFLAGS   += $(SANFLAGS) -pthread
-LIB_LIBS  := -lcjson -lm
-CMD_LIBS  := -lcrypto
+LIB_LIBS  := -lcjson -lexpat -lcrypto -lm
+CMD_LIBS  :=
 
 LIB_SRC   := $(wildcard lib/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
@@ -232,7 +232,7 @@ install-check: all
 	  -Wl,-rpath,$(abspath $(B)/install-check)/lib -o $(B)/install-check/stream_tensors && \
 	$(CC) -std=c11 -Wall -Wextra -Werror -static-libgcc examples/stream_tensors.c \
 	  $$(pkg-config --cflags modelstream) $(abspath $(B)/install-check)/lib/libmodelstream.a \
-	  $$(pkg-config --libs-only-other --static modelstream) -lcjson -lm -pthread -o $(B)/install-check/stream_tensors_static
+	  $$(pkg-config --static --libs-only-l modelstream | sed 's/-lmodelstream//') -o $(B)/install-check/stream_tensors_static
 	$(MKMODEL) --small-count 50 --large-count 1 --large-bytes 1M $(B)/install-check/m.safetensors >/dev/null
 	$(B)/install-check/stream_tensors $(B)/install-check/m.safetensors | tail -n 1
 	$(B)/install-check/stream_tensors_static $(B)/install-check/m.safetensors | tail -n 1
