@@ -23,31 +23,6 @@
 #include "support/stgen.h"
 #include "support/testutil.h"
 
-/*
- * LeakSanitizer, when the test is built with it. Criterion does not fail a test whose
- * process leaks (the report at exit comes after the result), so the allocation walk
- * asks for a check itself.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LEAK_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LEAK_SANITIZER 1
-#endif
-#endif
-#ifdef HAVE_LEAK_SANITIZER
-#include <sanitizer/lsan_interface.h>
-static int leaks_found(void)
-{
-	return __lsan_do_recoverable_leak_check();
-}
-#else
-static int leaks_found(void)
-{
-	return 0;
-}
-#endif
-
 #define SEED 7
 
 static void teardown(void)
@@ -442,6 +417,6 @@ Test(source_file, open_survives_every_allocation_failure)
 		cr_assert(strstr(ms_error_last()->message, path) != NULL);
 	}
 	cr_assert_eq(rc, 0, "the walk ended without a successful open");
-	cr_assert_eq(leaks_found(), 0,
+	cr_assert_eq(tu_leaks_found(), 0,
 	             "a path that failed an allocation leaked (see the report above)");
 }

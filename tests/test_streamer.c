@@ -21,31 +21,6 @@
 #include "support/stgen.h"
 #include "support/testutil.h"
 
-/*
- * LeakSanitizer, when the test is built with it. Criterion does not fail a test whose
- * process leaks (the report at exit comes after the result), so the allocation walk
- * asks for a check itself.
- */
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_LEAK_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_LEAK_SANITIZER 1
-#endif
-#endif
-#ifdef HAVE_LEAK_SANITIZER
-#include <sanitizer/lsan_interface.h>
-static int leaks_found(void)
-{
-	return __lsan_do_recoverable_leak_check();
-}
-#else
-static int leaks_found(void)
-{
-	return 0;
-}
-#endif
-
 static void teardown(void)
 {
 	tu_tmpdir_remove();
@@ -968,7 +943,7 @@ Test(streamer, every_allocation_failure_is_clean)
 	cr_assert_eq(rc, 0, "the walk ended at %ld without a clean run", n);
 	cr_assert_geq(n, baseline, "walked %ld of %ld allocations", n, baseline);
 	cr_assert_gt(failures, 0);
-	cr_assert_eq(leaks_found(), 0,
+	cr_assert_eq(tu_leaks_found(), 0,
 	             "a path that failed an allocation leaked (see the report above)");
 	cr_assert_eq(failures, by_code[-MS_ENOMEM] + by_code[-MS_EFORMAT],
 	             "a failed allocation is reported as ENOMEM (or, from cJSON, EFORMAT)");

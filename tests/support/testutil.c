@@ -9,6 +9,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_LEAK_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_LEAK_SANITIZER 1
+#endif
+#endif
+#ifdef HAVE_LEAK_SANITIZER
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "stgen.h"
 #include "testutil.h"
 
@@ -61,4 +72,13 @@ void tu_write_safetensors(const char *path, const char *header, uint64_t data_le
 	memcpy(buf + 8, header, n);
 	cr_assert_eq(stgen_write_raw(path, buf, 8 + n, data_len, seed), 0, "cannot write %s", path);
 	free(buf);
+}
+
+int tu_leaks_found(void)
+{
+#ifdef HAVE_LEAK_SANITIZER
+	return __lsan_do_recoverable_leak_check();
+#else
+	return 0;
+#endif
 }

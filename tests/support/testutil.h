@@ -23,4 +23,11 @@ void tu_write_file(const char *path, const void *data, size_t len);
  * bytes of stgen content for `seed`. */
 void tu_write_safetensors(const char *path, const char *header, uint64_t data_len, uint64_t seed);
 
+/**
+ * Runs LeakSanitizer now, when the test is built with it, and returns nonzero if it found
+ * a leak (0 without LeakSanitizer). Criterion does not fail a test whose process leaks
+ * (the report at exit comes after the result), so allocation walks ask for a check.
+ */
+int tu_leaks_found(void);
+
 #endif
