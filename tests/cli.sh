@@ -474,6 +474,17 @@ else
   fail "SIGINT during a stream" "mkmodel could not write 1.5 GiB to $tmp"
 fi
 
+check_error "stream --select that matches nothing exits 2" 2 "matched no tensor" \
+  stream "$small" --select 'no.such.tensor.*'
+check_error "stream --arena-pages with a bad kind exits 2" 2 "--arena-pages" \
+  stream "$small" --arena-pages huge
+run stream "$small" --arena-pages small --json
+if [ "$rc" -eq 0 ] && grep -q '"arena_pages":"small pages"' "$out"; then
+  pass "stream --arena-pages small is honoured"
+else
+  fail "stream --arena-pages small is honoured" "exit $rc"
+fi
+
 [ "$todo" -eq 0 ] || echo "# $todo known bug(s), marked TODO above, not counted"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

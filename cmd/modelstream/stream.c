@@ -334,6 +334,14 @@ int cmd_stream(int argc, char **argv)
 	}
 	rc = EXIT_OK;
 	ms_streamer_stats(&st, watch.streamer);
+	if (a.select_count > 0 && st.tensors_total == 0) {
+		/* Most likely a typo in a pattern: say so rather than report success. */
+		rc = cli_usage_error("--select matched no tensor in %zu file%s (patterns are "
+		                     "shell globs on full names, such as 'model.layers.0.*')",
+		                     ms_streamer_file_count(watch.streamer),
+		                     ms_streamer_file_count(watch.streamer) == 1 ? "" : "s");
+		goto done;
+	}
 	/* The options as the streamer resolved them, for the summary. */
 	if (a.opts.concurrency == 0)
 		a.opts.concurrency = 16;
