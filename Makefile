@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -102,8 +102,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -117,6 +117,11 @@ test-fast: all
 
 crosscheck: $(CLI) $(MKMODEL)
 	python3 tests/crosscheck.py --modelstream $(CLI) --mkmodel $(MKMODEL) | tee $(B)/crosscheck.log
+
+# The fault-injection S3 server the object-storage tests stand on, tested on its own.
+s3fault-selftest:
+	@mkdir -p $(B)
+	python3 tests/support/test_s3fault.py 2>&1 | tail -n 25 | tee $(B)/s3fault.log
 
 # The committed SigV4 test vectors still match what botocore computes today.
 sigv4-vectors:

@@ -53,6 +53,7 @@ need_py=()
 python3 -c 'import safetensors' 2>/dev/null || need_py+=(safetensors)
 python3 -c 'import numpy' 2>/dev/null || need_py+=(numpy)
 python3 -c 'import botocore' 2>/dev/null || need_py+=(botocore)
+python3 -c 'import boto3' 2>/dev/null || need_py+=(boto3)
 if [ "$profile" = bench ]; then
   python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
   python3 -c 'import torch' 2>/dev/null || need_py+=(torch)
