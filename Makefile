@@ -198,23 +198,38 @@ $(B)/memcpy_bench: tests/bench/memcpy_bench.c
 
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-$(B)/fuzz_header: tests/fuzz/fuzz_header.c $(LIB_SRC) $(wildcard lib/*.h)
+FUZZ_TARGETS := header s3_xml aws_config
+# The header parser's corpus predates the others' naming.
+fuzz_corpus   = $(if $(filter header,$(1)),tests/fuzz/corpus,tests/fuzz/corpus_$(1))
+
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-	  -o $@ tests/fuzz/fuzz_header.c $(LIB_SRC) $(LIB_LIBS) -pthread
+	  -o $@ $< $(LIB_SRC) $(LIB_LIBS) -pthread
 
-# Replays the seed corpus (regressions included) through the fuzz target, without
+# Replays every seed corpus (regressions included) through its fuzz target, without
 # fuzzing: part of `make test` wherever clang's libFuzzer is installed.
 fuzz-regress:
-	@if $(FUZZ_CC) --version >/dev/null 2>&1 && $(MAKE) --no-print-directory $(B)/fuzz_header >/dev/null 2>&1; then \
-	  $(B)/fuzz_header -runs=0 tests/fuzz/corpus 2>&1 | tail -n 2; \
-	  echo "fuzz-regress: $$(ls tests/fuzz/corpus | wc -l) corpus inputs replayed"; \
-	else echo "fuzz-regress: skipped (no clang with libFuzzer; scripts/deps.sh fuzz installs it)"; fi
+	@if ! $(FUZZ_CC) --version >/dev/null 2>&1; then \
+	  echo "fuzz-regress: skipped (no clang; scripts/deps.sh fuzz installs it)"; exit 0; fi; \
+	for t in $(FUZZ_TARGETS); do \
+	  [ -f tests/fuzz/fuzz_$$t.c ] || continue; \
+	  if ! $(MAKE) --no-print-directory $(B)/fuzz_$$t >/dev/null 2>&1; then \
+	    echo "fuzz-regress: skipped $$t (no libFuzzer runtime; scripts/deps.sh fuzz installs it)"; continue; fi; \
+	  corpus=$$( [ $$t = header ] && echo tests/fuzz/corpus || echo tests/fuzz/corpus_$$t ); \
+	  $(B)/fuzz_$$t -runs=0 $$corpus > $(B)/fuzz_$$t.replay.log 2>&1 || \
+	    { tail -n 20 $(B)/fuzz_$$t.replay.log; echo "fuzz-regress: $$t FAILED"; exit 1; }; \
+	  echo "fuzz-regress: $$t: $$(ls $$corpus | wc -l) corpus inputs replayed"; \
+	done
 
-fuzz: $(B)/fuzz_header
-	@mkdir -p $(B)/fuzz-corpus
-	$(B)/fuzz_header -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
-	  -dict=tests/fuzz/header.dict $(B)/fuzz-corpus tests/fuzz/corpus
+# Fuzzes one target (FUZZ=header|s3_xml|aws_config) for FUZZ_SECONDS, growing a copy
+# of its corpus under $(B).
+FUZZ ?= header
+fuzz: $(B)/fuzz_$(FUZZ)
+	@mkdir -p $(B)/fuzz-corpus-$(FUZZ)
+	$(B)/fuzz_$(FUZZ) -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  $(if $(wildcard tests/fuzz/$(FUZZ).dict),-dict=tests/fuzz/$(FUZZ).dict) \
+	  $(B)/fuzz-corpus-$(FUZZ) $(call fuzz_corpus,$(FUZZ))
 
 # ---------------------------------------------------------------------------------------
 # Install
