@@ -39,7 +39,7 @@ const char *ms_strerror(int code)
 	case MS_EIO:
 		return "I/O error";
 	case MS_EFORMAT:
-		return "invalid safetensors file";
+		return "malformed input";
 	case MS_ELIMIT:
 		return "memory limit too small";
 	case MS_ECANCELED:

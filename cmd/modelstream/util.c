@@ -16,7 +16,7 @@ const char cli_exit_codes_help[] =
     "  0    success\n"
     "  1    failure: an I/O error, or anything not listed below\n"
     "  2    usage: a bad command line, option or environment setting\n"
-    "  3    bad input: a file is not a valid safetensors file\n"
+    "  3    bad input: a file is not a valid safetensors file (or other malformed input)\n"
     "  4    not found: a file does not exist\n"
     "  5    permission denied\n"
     "  6    memory limit too small for the model's largest tensor\n"

@@ -54,7 +54,7 @@ typedef enum {
 	MS_ENOTFOUND = -4, /**< a file, key or tensor does not exist */
 	MS_EACCES = -5,    /**< permission denied */
 	MS_EIO = -6,       /**< reading failed (the OS reported an I/O error, or a short file) */
-	MS_EFORMAT = -7,   /**< the input is not a valid safetensors file */
+	MS_EFORMAT = -7,   /**< malformed input (a safetensors file, a server response) */
 	MS_ELIMIT = -8,    /**< the memory limit cannot hold what is asked of it */
 	MS_ECANCELED = -9, /**< ms_streamer_cancel() was called */
 	MS_EUNSUPPORTED = -10, /**< the operation or input is valid but not supported here */
@@ -75,7 +75,7 @@ typedef struct {
  */
 MS_EXTERN const ms_error *ms_error_last(void);
 
-/** A short static description of an error code ("invalid safetensors file"). */
+/** A short static description of an error code ("malformed input"). */
 MS_EXTERN const char *ms_strerror(int code);
 
 /* ---------------------------------------------------------------------------------------- */
