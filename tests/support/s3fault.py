@@ -1324,6 +1324,10 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
                 if a in BODY_FAULTS:
                     self._fault = t
 
+            # An "after" swap is applied by _object once the old file is open (so this
+            # request still gets the old bytes) but before any byte is sent: a client
+            # that reads the whole body and asks again must already see the swap.
+            self._swaps_after = swaps_after
             if target == "service":
                 return self._list_buckets()
             if target == "object":
@@ -1492,6 +1496,10 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
             im = h.get("If-Match")
             if im is not None and not etag_matches(im, etag):
                 return self._error("PreconditionFailed", extra={"Condition": "If-Match"})
+            pending, self._swaps_after = getattr(self, "_swaps_after", []), []
+            for r in pending:
+                srv.swap_object(bucket, key, r)
+            del pending[:]
             ius = h.get("If-Unmodified-Since")
             if im is None and ius is not None:
                 t = parse_http_date(ius)
