@@ -1262,27 +1262,35 @@ done:
 	return rc;
 }
 
-int ms__s3_initiate_parse(ms__s3_initiate *out, const char *xml, size_t len, const char *what)
+/*
+ * The shared body of the multipart parsers: `out` (out_size bytes) is a result struct
+ * whose service_error and error fields are passed alongside; `bind` points the context
+ * at it. On a service error the error is kept, on any other failure `out` is cleared.
+ */
+static int parse_multipart(document doc, void *out, size_t out_size, bool *out_service_error,
+                           ms__s3_error *error, const char *xml, size_t len, const char *what)
 {
 	parse_context *ctx = NULL;
 	bool service_error = false;
 	int rc;
 
-	memset(out, 0, sizeof(*out));
-	what = what != NULL ? what : "S3";
-	ctx = context_new(DOC_INITIATE, what);
+	memset(out, 0, out_size);
+	ctx = context_new(doc, what != NULL ? what : "S3");
 	if (ctx == NULL) {
 		rc = MS_ENOMEM;
 		goto done;
 	}
-	ctx->initiate = out;
-	ctx->error = &out->error;
+	if (doc == DOC_INITIATE)
+		ctx->initiate = out;
+	else
+		ctx->complete = out;
+	ctx->error = error;
 	rc = parse_document(ctx, xml, len, MS__S3_XML_SMALL_MAX, &service_error);
 	if (rc != 0) {
 		if (service_error)
-			out->service_error = true;
+			*out_service_error = true;
 		else
-			memset(out, 0, sizeof(*out));
+			memset(out, 0, out_size);
 	}
 
 done:
@@ -1290,32 +1298,16 @@ done:
 	return rc;
 }
 
+int ms__s3_initiate_parse(ms__s3_initiate *out, const char *xml, size_t len, const char *what)
+{
+	return parse_multipart(DOC_INITIATE, out, sizeof(*out), &out->service_error, &out->error,
+	                       xml, len, what);
+}
+
 int ms__s3_complete_parse(ms__s3_complete *out, const char *xml, size_t len, const char *what)
 {
-	parse_context *ctx = NULL;
-	bool service_error = false;
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	what = what != NULL ? what : "S3";
-	ctx = context_new(DOC_COMPLETE, what);
-	if (ctx == NULL) {
-		rc = MS_ENOMEM;
-		goto done;
-	}
-	ctx->complete = out;
-	ctx->error = &out->error;
-	rc = parse_document(ctx, xml, len, MS__S3_XML_SMALL_MAX, &service_error);
-	if (rc != 0) {
-		if (service_error)
-			out->service_error = true;
-		else
-			memset(out, 0, sizeof(*out));
-	}
-
-done:
-	context_free(ctx);
-	return rc;
+	return parse_multipart(DOC_COMPLETE, out, sizeof(*out), &out->service_error, &out->error,
+	                       xml, len, what);
 }
 
 int ms__sts_credentials_parse(ms__sts_credentials *out, const char *xml, size_t len,
