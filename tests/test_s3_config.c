@@ -26,18 +26,6 @@ TestSuite(s3_config, .fini = tu_tmpdir_remove, .timeout = 60);
 #define CONFIG "/home/u/.aws/config"
 #define CREDS  "/home/u/.aws/credentials"
 
-/* The environment of one test: "NAME=value" strings, NULL-terminated. */
-static const char *table_getenv(const char *name, void *payload)
-{
-	const char *const *entry = payload;
-	size_t n = strlen(name);
-
-	for (; entry != NULL && *entry != NULL; entry++)
-		if (strncmp(*entry, name, n) == 0 && (*entry)[n] == '=')
-			return *entry + n + 1;
-	return NULL;
-}
-
 /* Parses `text` as one file into a fresh config; returns the result code. */
 static int parse(ms__aws_config **out, ms__aws_file_kind kind, const char *text)
 {
@@ -745,7 +733,7 @@ static void make_home(char *home, size_t size, const char *config, const char *c
 static int load(ms__aws_config **out, const char **env, const char *profile)
 {
 	ms__aws_config_options opts = {
-	    .getenv = table_getenv, .getenv_payload = env, .profile = profile};
+	    .getenv = tu_table_getenv, .getenv_payload = env, .profile = profile};
 
 	return ms__aws_config_load(out, &opts);
 }
@@ -815,7 +803,7 @@ Test(s3_config, options_override_the_variables)
 	char a[4096], b[4096], a_env[4200];
 	ms__aws_config *cfg = NULL;
 	const char *env[] = {a_env, "HOME=/nonexistent", NULL};
-	ms__aws_config_options opts = {.getenv = table_getenv, .getenv_payload = env};
+	ms__aws_config_options opts = {.getenv = tu_table_getenv, .getenv_payload = env};
 
 	write_in(a, sizeof(a), "x", "a", "[default]\nregion = from-variable\n");
 	write_in(b, sizeof(b), "x", "b", "[default]\nregion = from-option\n");

@@ -11,22 +11,12 @@
 #include <string.h>
 
 #include "s3_url.h"
+#include "support/testutil.h"
 
 TestSuite(s3_url, .timeout = 30);
 
 #define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 #define CONFIG "/home/u/.aws/config"
-
-static const char *table_getenv(const char *name, void *payload)
-{
-	const char *const *entry = payload;
-	size_t n = strlen(name);
-
-	for (; entry != NULL && *entry != NULL; entry++)
-		if (strncmp(*entry, name, n) == 0 && (*entry)[n] == '=')
-			return *entry + n + 1;
-	return NULL;
-}
 
 /* A config parsed from `text`, with profile `profile` selected. */
 static ms__aws_config *config_of(const char *text, const char *profile)
@@ -47,7 +37,7 @@ static int resolve(ms__s3_location *out, const char *url, const char **env,
                    const ms__aws_config *cfg)
 {
 	ms__s3_resolve_options opts = {
-	    .getenv = table_getenv, .getenv_payload = env, .config = cfg};
+	    .getenv = tu_table_getenv, .getenv_payload = env, .config = cfg};
 
 	return ms__s3_resolve(out, url, &opts);
 }
@@ -411,7 +401,7 @@ Test(s3_url, endpoint_option_beats_everything)
 	const char *env[] = {"AWS_ENDPOINT_URL_S3=http://env-s3:4", "AWS_ENDPOINT_URL=http://env:5",
 	                     NULL};
 	ms__aws_config *cfg = config_of(endpoint_profile, "dev");
-	ms__s3_resolve_options opts = {.getenv = table_getenv,
+	ms__s3_resolve_options opts = {.getenv = tu_table_getenv,
 	                               .getenv_payload = env,
 	                               .config = cfg,
 	                               .endpoint_url = "https://option:6"};
@@ -522,7 +512,7 @@ Test(s3_url, ignore_configured_endpoint_urls_keeps_the_option)
 {
 	const char *env[] = {"AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true", NULL};
 	ms__s3_resolve_options opts = {
-	    .getenv = table_getenv, .getenv_payload = env, .endpoint_url = "http://opt:1"};
+	    .getenv = tu_table_getenv, .getenv_payload = env, .endpoint_url = "http://opt:1"};
 	ms__s3_location loc;
 
 	cr_assert_eq(ms__s3_resolve(&loc, "s3://bucket/k", &opts), 0);
@@ -583,8 +573,10 @@ Test(s3_url, region_option_beats_aws_region)
 {
 	const char *env[] = {"AWS_REGION=from-region", "AWS_DEFAULT_REGION=from-default", NULL};
 	ms__aws_config *cfg = config_of(region_profile, "dev");
-	ms__s3_resolve_options opts = {
-	    .getenv = table_getenv, .getenv_payload = env, .config = cfg, .region = "from-option"};
+	ms__s3_resolve_options opts = {.getenv = tu_table_getenv,
+	                               .getenv_payload = env,
+	                               .config = cfg,
+	                               .region = "from-option"};
 	ms__s3_location loc;
 
 	cr_assert_eq(ms__s3_resolve(&loc, "s3://bucket/k", &opts), 0);
@@ -676,7 +668,7 @@ Test(s3_url, addressing_option_beats_the_runai_variable)
 {
 	const char *env[] = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING=0", NULL};
 	ms__aws_config *cfg = config_of(minio_profile, "dev");
-	ms__s3_resolve_options opts = {.getenv = table_getenv,
+	ms__s3_resolve_options opts = {.getenv = tu_table_getenv,
 	                               .getenv_payload = env,
 	                               .config = cfg,
 	                               .addressing = MS__S3_ADDRESSING_ASK_VIRTUAL};
@@ -692,7 +684,7 @@ Test(s3_url, addressing_option_beats_the_runai_variable)
 Test(s3_url, addressing_option_path_on_aws)
 {
 	const char *env[] = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING=1", NULL};
-	ms__s3_resolve_options opts = {.getenv = table_getenv,
+	ms__s3_resolve_options opts = {.getenv = tu_table_getenv,
 	                               .getenv_payload = env,
 	                               .addressing = MS__S3_ADDRESSING_ASK_PATH};
 	ms__s3_location loc;
@@ -841,7 +833,7 @@ Test(s3_url, dotted_buckets_get_path_style_on_aws)
 Test(s3_url, dotted_buckets_get_path_style_even_when_virtual_is_asked)
 {
 	const char *env[] = {"RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING=1", NULL};
-	ms__s3_resolve_options opts = {.getenv = table_getenv,
+	ms__s3_resolve_options opts = {.getenv = tu_table_getenv,
 	                               .getenv_payload = env,
 	                               .addressing = MS__S3_ADDRESSING_ASK_VIRTUAL};
 	ms__s3_location loc;
@@ -979,7 +971,7 @@ Test(s3_url, endpoint_ports_and_paths)
 		char url[MS__S3_URL_MAX];
 		const char *env[] = {NULL};
 
-		opts.getenv = table_getenv;
+		opts.getenv = tu_table_getenv;
 		opts.getenv_payload = env;
 		cr_assert_eq(ms__s3_resolve(&loc, "s3://bucket/k", &opts), 0, "%s: %s",
 		             cases[i].endpoint, ms_error_last()->message);
@@ -1075,7 +1067,7 @@ Test(s3_url, long_endpoints_are_refused)
 	const char *env[] = {NULL};
 	ms__s3_location loc;
 
-	opts.getenv = table_getenv;
+	opts.getenv = tu_table_getenv;
 	opts.getenv_payload = env;
 	snprintf(endpoint, sizeof(endpoint), "https://");
 	memset(endpoint + 8, 'h', 300);
@@ -1096,7 +1088,7 @@ Test(s3_url, a_long_host_falls_back_to_path_style)
 	ms__s3_resolve_options opts = {.endpoint_url = endpoint};
 	ms__s3_location loc;
 
-	opts.getenv = table_getenv;
+	opts.getenv = tu_table_getenv;
 	opts.getenv_payload = env;
 	snprintf(endpoint, sizeof(endpoint), "https://");
 	memset(endpoint + 8, 'h', 250);
@@ -1146,7 +1138,7 @@ Test(s3_url, anonymous_access)
 {
 	const char *env[] = {NULL};
 	ms__s3_resolve_options opts = {
-	    .getenv = table_getenv, .getenv_payload = env, .anonymous = true};
+	    .getenv = tu_table_getenv, .getenv_payload = env, .anonymous = true};
 	ms__s3_location loc;
 
 	cr_assert_eq(ms__s3_resolve(&loc, "s3://bucket/k", &opts), 0);
@@ -1290,7 +1282,7 @@ Test(s3_url, the_worst_case_fits_the_url_buffer)
 	ms__s3_location loc;
 	size_t at;
 
-	opts.getenv = table_getenv;
+	opts.getenv = tu_table_getenv;
 	opts.getenv_payload = env;
 	/* The longest host (with a port), base path, GCS bucket name, and a key of bytes that
 	 * all take three characters. */

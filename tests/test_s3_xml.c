@@ -50,33 +50,9 @@ static void assert_error(int rc, int code, const char *part)
 	cr_assert_null(strchr(e->message, '\n'), "message is not one line: %s", e->message);
 }
 
-/* A growable string for documents built in code. */
-typedef struct {
-	char *text;
-	size_t len;
-	size_t cap;
-} strbuf;
+static void sb_printf(tu_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void sb_append(strbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->text = realloc(b->text, b->cap);
-		cr_assert_not_null(b->text);
-	}
-	memcpy(b->text + b->len, s, n);
-	b->len += n;
-	b->text[b->len] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s)
-{
-	sb_append(b, s, strlen(s));
-}
-
-static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(strbuf *b, const char *fmt, ...)
+static void sb_printf(tu_strbuf *b, const char *fmt, ...)
 {
 	char line[4096];
 	va_list ap;
@@ -86,13 +62,13 @@ static void sb_printf(strbuf *b, const char *fmt, ...)
 	n = vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	cr_assert(n >= 0 && (size_t)n < sizeof(line));
-	sb_append(b, line, (size_t)n);
+	tu_sb_append(b, line, (size_t)n);
 }
 
-static void sb_repeat(strbuf *b, const char *s, size_t times)
+static void sb_repeat(tu_strbuf *b, const char *s, size_t times)
 {
 	for (size_t i = 0; i < times; i++)
-		sb_puts(b, s);
+		tu_sb_puts(b, s);
 }
 
 /* A copy of exactly `len` bytes, so that AddressSanitizer sees any read past the end. */
@@ -126,10 +102,10 @@ static ms__s3_list list_ok(const char *xml)
 /* A listing page of `count` objects named "<prefix>NNNNN.safetensors" of size i * 1000. */
 static char *listing_of(size_t count, bool truncated)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
-	sb_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "
-	            "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name>");
+	tu_sb_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "
+	               "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name>");
 	sb_printf(&b, "<Prefix>shards/</Prefix><KeyCount>%zu</KeyCount><MaxKeys>1000</MaxKeys>",
 	          count);
 	sb_printf(&b, "<IsTruncated>%s</IsTruncated>", truncated ? "true" : "false");
@@ -141,9 +117,10 @@ static char *listing_of(size_t count, bool truncated)
 		          "<StorageClass>STANDARD</StorageClass></Contents>",
 		          i, i, i * 1000);
 	if (truncated)
-		sb_puts(&b, "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="
-		            "</NextContinuationToken>");
-	sb_puts(&b, "</ListBucketResult>");
+		tu_sb_puts(&b,
+		           "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="
+		           "</NextContinuationToken>");
+	tu_sb_puts(&b, "</ListBucketResult>");
 	return b.text;
 }
 
@@ -494,17 +471,17 @@ Test(s3_xml, list_common_prefixes)
 /* A listing whose one key is `key_xml` (already escaped). */
 static char *listing_with_key(const char *key_xml)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>");
-	sb_puts(&b, key_xml);
-	sb_puts(&b, "</Key><Size>1</Size></Contents></ListBucketResult>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>");
+	tu_sb_puts(&b, key_xml);
+	tu_sb_puts(&b, "</Key><Size>1</Size></Contents></ListBucketResult>");
 	return b.text;
 }
 
 Test(s3_xml, list_key_length_is_capped_at_1024_bytes)
 {
-	strbuf plain = {0}, escaped = {0}, utf8 = {0};
+	tu_strbuf plain = {0}, escaped = {0}, utf8 = {0};
 	char *xml;
 	ms__s3_list list;
 
@@ -515,7 +492,7 @@ Test(s3_xml, list_key_length_is_capped_at_1024_bytes)
 	ms__s3_list_free(&list);
 	free(xml);
 
-	sb_puts(&plain, "k");
+	tu_sb_puts(&plain, "k");
 	xml = listing_with_key(plain.text);
 	assert_error(list_parse(&list, xml, strlen(xml)), MS_EFORMAT, "Key longer than 1024 bytes");
 	free(xml);
@@ -528,7 +505,7 @@ Test(s3_xml, list_key_length_is_capped_at_1024_bytes)
 	cr_assert_eq(list.objects[0].key[1023], '&');
 	ms__s3_list_free(&list);
 	free(xml);
-	sb_puts(&escaped, "&amp;");
+	tu_sb_puts(&escaped, "&amp;");
 	xml = listing_with_key(escaped.text);
 	assert_error(list_parse(&list, xml, strlen(xml)), MS_EFORMAT, "Key longer than 1024 bytes");
 	free(xml);
@@ -540,7 +517,7 @@ Test(s3_xml, list_key_length_is_capped_at_1024_bytes)
 	cr_assert_eq(strlen(list.objects[0].key), 1023);
 	ms__s3_list_free(&list);
 	free(xml);
-	sb_puts(&utf8, "模");
+	tu_sb_puts(&utf8, "模");
 	xml = listing_with_key(utf8.text);
 	assert_error(list_parse(&list, xml, strlen(xml)), MS_EFORMAT, "Key longer than 1024 bytes");
 	free(xml);
@@ -581,7 +558,7 @@ Test(s3_xml, list_sizes_are_validated)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		strbuf b = {0};
+		tu_strbuf b = {0};
 		ms__s3_list list;
 		int rc;
 
@@ -657,19 +634,19 @@ Test(s3_xml, list_structure_is_checked)
 
 Test(s3_xml, list_bucket_name_is_capped)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 	ms__s3_list list;
 
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
 	sb_repeat(&b, "b", MS__S3_BUCKET_MAX);
-	sb_puts(&b, "</Name></ListBucketResult>");
+	tu_sb_puts(&b, "</Name></ListBucketResult>");
 	list = list_ok(b.text);
 	cr_assert_eq(strlen(list.name), MS__S3_BUCKET_MAX);
 	ms__s3_list_free(&list);
 	b.len = 0;
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
 	sb_repeat(&b, "b", MS__S3_BUCKET_MAX + 1);
-	sb_puts(&b, "</Name></ListBucketResult>");
+	tu_sb_puts(&b, "</Name></ListBucketResult>");
 	current_case = "long bucket name";
 	assert_error(list_parse(&list, b.text, b.len), MS_EFORMAT, "Name longer than 255 bytes");
 	cr_assert_null(list.name);
@@ -846,15 +823,15 @@ Test(s3_xml, error_fields_are_one_line)
 
 Test(s3_xml, error_fields_that_are_too_long_are_cut)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 	ms__s3_error error;
 	size_t len;
 
-	sb_puts(&b, "<Error><Code>SlowDown</Code><Message>");
+	tu_sb_puts(&b, "<Error><Code>SlowDown</Code><Message>");
 	sb_repeat(&b, "é", 2000); /* two bytes each: 4000 bytes */
-	sb_puts(&b, "</Message><RequestId>");
+	tu_sb_puts(&b, "</Message><RequestId>");
 	sb_repeat(&b, "r", 5000);
-	sb_puts(&b, "</RequestId></Error>");
+	tu_sb_puts(&b, "</RequestId></Error>");
 	error = error_ok(b.text);
 	len = strlen(error.message);
 	cr_assert_lt(len, sizeof(error.message));
@@ -925,7 +902,7 @@ Test(s3_xml, initiate_multipart_upload)
 	    "<InitiateMultipartUploadResult><Bucket>b</Bucket><UploadId/>"
 	    "</InitiateMultipartUploadResult>";
 	ms__s3_initiate initiate;
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
 	cr_assert_eq(ms__s3_initiate_parse(&initiate, initiate_ok, strlen(initiate_ok), WHAT), 0,
 	             "%s", ms_error_last()->message);
@@ -940,9 +917,9 @@ Test(s3_xml, initiate_multipart_upload)
 	             "InitiateMultipartUploadResult)");
 	assert_error(ms__s3_initiate_parse(&initiate, no_upload_id, strlen(no_upload_id), WHAT),
 	             MS_EFORMAT, "UploadId missing or empty");
-	sb_puts(&b, "<InitiateMultipartUploadResult><UploadId>");
+	tu_sb_puts(&b, "<InitiateMultipartUploadResult><UploadId>");
 	sb_repeat(&b, "u", MS__S3_UPLOAD_ID_MAX + 1);
-	sb_puts(&b, "</UploadId></InitiateMultipartUploadResult>");
+	tu_sb_puts(&b, "</UploadId></InitiateMultipartUploadResult>");
 	assert_error(ms__s3_initiate_parse(&initiate, b.text, b.len, WHAT), MS_EFORMAT,
 	             "UploadId longer than 1024 bytes");
 	cr_assert_str_eq(initiate.upload_id, "");
@@ -1058,13 +1035,13 @@ Test(s3_xml, sts_error_response)
 /* An STS document whose Credentials hold `inner`. */
 static char *sts_with(const char *inner)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
-	sb_puts(&b, "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult>"
-	            "<Credentials>");
-	sb_puts(&b, inner);
-	sb_puts(&b, "</Credentials></AssumeRoleWithWebIdentityResult>"
-	            "</AssumeRoleWithWebIdentityResponse>");
+	tu_sb_puts(&b, "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult>"
+	               "<Credentials>");
+	tu_sb_puts(&b, inner);
+	tu_sb_puts(&b, "</Credentials></AssumeRoleWithWebIdentityResult>"
+	               "</AssumeRoleWithWebIdentityResponse>");
 	return b.text;
 }
 
@@ -1355,19 +1332,19 @@ Test(s3_xml, every_truncation_of_a_valid_body_is_refused)
 
 Test(s3_xml, depth_bombs)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
 	/* Just past the cap, then far past it: refused at the cap, before expat goes deep. */
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated>");
 	sb_repeat(&b, "<a>", MS__S3_XML_DEPTH_MAX - 1);
 	sb_repeat(&b, "</a>", MS__S3_XML_DEPTH_MAX - 1);
-	sb_puts(&b, "</ListBucketResult>");
+	tu_sb_puts(&b, "</ListBucketResult>");
 	cr_assert_eq(parse_with(P_LIST, b.text, b.len), 0, "%s", ms_error_last()->message);
 	b.len = 0;
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated>");
 	sb_repeat(&b, "<a>", MS__S3_XML_DEPTH_MAX);
 	sb_repeat(&b, "</a>", MS__S3_XML_DEPTH_MAX);
-	sb_puts(&b, "</ListBucketResult>");
+	tu_sb_puts(&b, "</ListBucketResult>");
 	current_case = "depth 17";
 	assert_error(parse_with(P_LIST, b.text, b.len), MS_EFORMAT,
 	             "elements nested deeper than 16");
@@ -1402,22 +1379,22 @@ Test(s3_xml, bodies_past_their_cap)
 
 Test(s3_xml, ten_megabyte_text_nodes)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 	ms__s3_list list;
 
 	/* In a key: refused as soon as the key passes its cap. */
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>");
 	sb_repeat(&b, "0123456789", 1000000);
-	sb_puts(&b, "</Key><Size>1</Size></Contents></ListBucketResult>");
+	tu_sb_puts(&b, "</Key><Size>1</Size></Contents></ListBucketResult>");
 	current_case = "10 MB key";
 	assert_error(list_parse(&list, b.text, b.len), MS_EFORMAT, "Key longer than 1024 bytes");
 
 	/* In an element we skip: nothing is kept, and the body is within the listing cap. */
 	b.len = 0;
-	sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>k</Key>"
-	            "<Size>1</Size><StorageClass>");
+	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key>k</Key>"
+	               "<Size>1</Size><StorageClass>");
 	sb_repeat(&b, "0123456789", 1000000);
-	sb_puts(&b, "</StorageClass></Contents></ListBucketResult>");
+	tu_sb_puts(&b, "</StorageClass></Contents></ListBucketResult>");
 	cr_assert_eq(list_parse(&list, b.text, b.len), 0, "%s", ms_error_last()->message);
 	cr_assert_eq(list.object_count, 1);
 	ms__s3_list_free(&list);
@@ -1439,11 +1416,12 @@ Test(s3_xml, ten_megabyte_text_nodes)
  * prefixes, so that the walk meets every allocation a real page makes. */
 static char *walk_listing(void)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
-	sb_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://"
-	            "s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name><Prefix>p/</Prefix>"
-	            "<KeyCount>60</KeyCount><MaxKeys>60</MaxKeys><IsTruncated>true</IsTruncated>");
+	tu_sb_puts(&b,
+	           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult xmlns=\"http://"
+	           "s3.amazonaws.com/doc/2006-03-01/\"><Name>bucket</Name><Prefix>p/</Prefix>"
+	           "<KeyCount>60</KeyCount><MaxKeys>60</MaxKeys><IsTruncated>true</IsTruncated>");
 	for (int i = 0; i < 40; i++)
 		sb_printf(&b,
 		          "<Contents><Key>p/a&amp;b-%d</Key><LastModified>2026-11-25T21:56:40.000Z"
@@ -1452,7 +1430,7 @@ static char *walk_listing(void)
 		          i, i, i);
 	for (int i = 0; i < 20; i++)
 		sb_printf(&b, "<CommonPrefixes><Prefix>p/d%d/</Prefix></CommonPrefixes>", i);
-	sb_puts(&b, "<NextContinuationToken>tok</NextContinuationToken></ListBucketResult>");
+	tu_sb_puts(&b, "<NextContinuationToken>tok</NextContinuationToken></ListBucketResult>");
 	return b.text;
 }
 

@@ -84,34 +84,10 @@ static const ms__st_tensor *find_tensor(const ms__st_header *h, const char *name
 	return NULL;
 }
 
-/* A growable string for headers built in code. */
-typedef struct {
-	char *text;
-	size_t len;
-	size_t cap;
-} strbuf;
-
-static void sb_append(strbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->text = realloc(b->text, b->cap);
-		cr_assert_not_null(b->text);
-	}
-	memcpy(b->text + b->len, s, n);
-	b->len += n;
-	b->text[b->len] = '\0';
-}
-
-static void sb_puts(strbuf *b, const char *s)
-{
-	sb_append(b, s, strlen(s));
-}
-
-static void sb_repeat(strbuf *b, const char *s, size_t times)
+static void sb_repeat(tu_strbuf *b, const char *s, size_t times)
 {
 	for (size_t i = 0; i < times; i++)
-		sb_puts(b, s);
+		tu_sb_puts(b, s);
 }
 
 /* A well-formed tensor entry. */
@@ -186,12 +162,12 @@ Test(safetensors, dtype_out_of_range_and_unknown_names)
 /* One tensor of every dtype in one header: each parses back to its dtype and size. */
 Test(safetensors, every_dtype_in_a_header)
 {
-	strbuf json = {0};
+	tu_strbuf json = {0};
 	uint64_t offset = 0;
 	ms__st_header *h;
 	char entry[256];
 
-	sb_puts(&json, "{");
+	tu_sb_puts(&json, "{");
 	for (size_t i = 0; i < SPEC_DTYPE_COUNT; i++) {
 		/* 8 elements are a whole number of bytes for every dtype: `bits` bytes. */
 		uint64_t size = spec_dtypes[i].bits;
@@ -201,10 +177,10 @@ Test(safetensors, every_dtype_in_a_header)
 		    "%s\"t_%s\":{\"dtype\":\"%s\",\"shape\":[2,4],\"data_offsets\":[%llu,%llu]}",
 		    i ? "," : "", spec_dtypes[i].name, spec_dtypes[i].name,
 		    (unsigned long long)offset, (unsigned long long)(offset + size));
-		sb_puts(&json, entry);
+		tu_sb_puts(&json, entry);
 		offset += size;
 	}
-	sb_puts(&json, "}");
+	tu_sb_puts(&json, "}");
 	h = parse_ok(json.text, offset);
 	cr_assert_eq(h->tensor_count, SPEC_DTYPE_COUNT);
 	for (size_t i = 0; i < SPEC_DTYPE_COUNT; i++) {
@@ -520,19 +496,19 @@ Test(safetensors, many_tensors)
 	/* 200000 one-byte tensors listed in reverse offset order: the parse must stay
 	 * O(n log n) (sorting, duplicate check) and build a sorted table. */
 	const size_t count = 200000;
-	strbuf json = {0};
+	tu_strbuf json = {0};
 	ms__st_header *h;
 	char entry[160];
 
-	sb_puts(&json, "{");
+	tu_sb_puts(&json, "{");
 	for (size_t i = count; i-- > 0;) {
 		snprintf(entry, sizeof(entry),
 		         "%s\"model.layers.%zu.w\":{\"dtype\":\"U8\",\"shape\":[1],"
 		         "\"data_offsets\":[%zu,%zu]}",
 		         i == count - 1 ? "" : ",", i, i, i + 1);
-		sb_puts(&json, entry);
+		tu_sb_puts(&json, entry);
 	}
-	sb_puts(&json, "}");
+	tu_sb_puts(&json, "}");
 	h = parse_ok(json.text, count);
 	cr_assert_eq(h->tensor_count, count);
 	for (size_t i = 0; i < count; i++) {
@@ -548,16 +524,16 @@ Test(safetensors, many_tensors)
 Test(safetensors, many_metadata_entries)
 {
 	const size_t count = 100000;
-	strbuf json = {0};
+	tu_strbuf json = {0};
 	ms__st_header *h;
 	char entry[64];
 
-	sb_puts(&json, "{\"__metadata__\":{");
+	tu_sb_puts(&json, "{\"__metadata__\":{");
 	for (size_t i = 0; i < count; i++) {
 		snprintf(entry, sizeof(entry), "%s\"k%zu\":\"v%zu\"", i ? "," : "", count - i, i);
-		sb_puts(&json, entry);
+		tu_sb_puts(&json, entry);
 	}
-	sb_puts(&json, "}}");
+	tu_sb_puts(&json, "}}");
 	h = parse_ok(json.text, 0);
 	cr_assert_eq(h->metadata_count, count);
 	cr_assert_str_eq(h->metadata_keys[0], "k100000");
@@ -786,12 +762,12 @@ static size_t hostile_bytes(char **out, const hostile_case *c)
 
 	if (strstr(c->bytes, "(100000 '[')") != NULL) {
 		/* The deep-nesting case is too big for the table: build it here. */
-		strbuf b = {0};
+		tu_strbuf b = {0};
 
-		sb_puts(&b, "{\"a\":");
+		tu_sb_puts(&b, "{\"a\":");
 		sb_repeat(&b, "[", 100000);
 		sb_repeat(&b, "]", 100000);
-		sb_puts(&b, "}");
+		tu_sb_puts(&b, "}");
 		*out = b.text;
 		return b.len;
 	}
@@ -903,7 +879,7 @@ Test(safetensors, deep_nesting_everywhere)
 	ms__st_header *h = NULL;
 
 	for (size_t i = 0; i < sizeof(openers) / sizeof(openers[0]); i++) {
-		strbuf b = {0};
+		tu_strbuf b = {0};
 
 		sb_repeat(&b, openers[i], 100000);
 		assert_error(parse(&h, b.text, 0), MS_EFORMAT, "header is not valid JSON");
@@ -911,12 +887,12 @@ Test(safetensors, deep_nesting_everywhere)
 	}
 	{
 		/* Within cJSON's limit, but where a tensor's shape should be. */
-		strbuf b = {0};
+		tu_strbuf b = {0};
 
-		sb_puts(&b, "{\"a\":{\"dtype\":\"U8\",\"shape\":");
+		tu_sb_puts(&b, "{\"a\":{\"dtype\":\"U8\",\"shape\":");
 		sb_repeat(&b, "[", 900);
 		sb_repeat(&b, "]", 900);
-		sb_puts(&b, ",\"data_offsets\":[0,0]}}");
+		tu_sb_puts(&b, ",\"data_offsets\":[0,0]}}");
 		assert_error(parse(&h, b.text, 0), MS_EFORMAT,
 		             "shape holds something other than a non-negative integer");
 		free(b.text);
@@ -925,12 +901,12 @@ Test(safetensors, deep_nesting_everywhere)
 
 Test(safetensors, long_names_are_cut_in_messages)
 {
-	strbuf b = {0};
+	tu_strbuf b = {0};
 	ms__st_header *h = NULL;
 
-	sb_puts(&b, "{\"");
+	tu_sb_puts(&b, "{\"");
 	sb_repeat(&b, "x", 5000);
-	sb_puts(&b, "\":5}");
+	tu_sb_puts(&b, "\":5}");
 	assert_error(parse(&h, b.text, 0), MS_EFORMAT, "xxx...': entry is not a JSON object");
 	cr_assert_lt(strlen(ms_error_last()->message), 200);
 	free(b.text);
@@ -997,11 +973,11 @@ Test(safetensors, file_header_larger_than_the_first_read)
 	ms_streamer *s = NULL;
 	ms_file_info info;
 	const char *value = NULL;
-	strbuf b = {0};
+	tu_strbuf b = {0};
 
-	sb_puts(&b, "{\"__metadata__\":{\"big\":\"");
+	tu_sb_puts(&b, "{\"__metadata__\":{\"big\":\"");
 	sb_repeat(&b, "0123456789abcdef", (MS__ST_FIRST_READ + 4096) / 16);
-	sb_puts(&b, "\"},\"w\":" ENTRY("U8", "[5]", "[0,5]") "}");
+	tu_sb_puts(&b, "\"},\"w\":" ENTRY("U8", "[5]", "[0,5]") "}");
 	tu_path(path, sizeof(path), "bigheader.safetensors");
 	tu_write_safetensors(path, b.text, 5, 9);
 	cr_assert_eq(ms_streamer_new(&s, NULL), 0);

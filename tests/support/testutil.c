@@ -82,3 +82,31 @@ int tu_leaks_found(void)
 	return 0;
 #endif
 }
+
+void tu_sb_append(tu_strbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->text = realloc(b->text, b->cap);
+		cr_assert_not_null(b->text);
+	}
+	memcpy(b->text + b->len, s, n);
+	b->len += n;
+	b->text[b->len] = '\0';
+}
+
+void tu_sb_puts(tu_strbuf *b, const char *s)
+{
+	tu_sb_append(b, s, strlen(s));
+}
+
+const char *tu_table_getenv(const char *name, void *payload)
+{
+	const char *const *entry = payload;
+	size_t n = strlen(name);
+
+	for (; entry != NULL && *entry != NULL; entry++)
+		if (strncmp(*entry, name, n) == 0 && (*entry)[n] == '=')
+			return *entry + n + 1;
+	return NULL;
+}

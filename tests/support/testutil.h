@@ -23,6 +23,26 @@ void tu_write_file(const char *path, const void *data, size_t len);
  * bytes of stgen content for `seed`. */
 void tu_write_safetensors(const char *path, const char *header, uint64_t data_len, uint64_t seed);
 
+/** A growable string for documents built in code; free `text` with free(). */
+typedef struct {
+	char *text;
+	size_t len;
+	size_t cap;
+} tu_strbuf;
+
+/** Appends `n` bytes of `s` (kept NUL-terminated); aborts the test if memory runs out. */
+void tu_sb_append(tu_strbuf *b, const char *s, size_t n);
+
+/** Appends the string `s`. */
+void tu_sb_puts(tu_strbuf *b, const char *s);
+
+/**
+ * An environment for code that reads it through an ms__getenv_fn: `payload` is a
+ * NULL-terminated array of "NAME=value" strings. Tests use it instead of setenv(), so
+ * that they cannot disturb each other.
+ */
+const char *tu_table_getenv(const char *name, void *payload);
+
 /**
  * Runs LeakSanitizer now, when the test is built with it, and returns nonzero if it found
  * a leak (0 without LeakSanitizer). Criterion does not fail a test whose process leaks
