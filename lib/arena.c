@@ -15,6 +15,7 @@
 
 #include "arena.h"
 #include "error.h"
+#include "sysmem.h"
 
 #define HUGE_PAGE (2UL << 20)
 
@@ -39,6 +40,7 @@ static int transparent_huge_pages_enabled(void)
 
 int ms__arena_map(ms__arena *a, size_t size, int pages)
 {
+	uint64_t available;
 	size_t huge_size;
 	void *p;
 
@@ -64,6 +66,17 @@ int ms__arena_map(ms__arena *a, size_t size, int pages)
 		a->pages = MS__PAGES_RESERVED_HUGE;
 		return 0;
 	}
+	/* Overcommit would let any size map, and the OOM killer would end the stream later;
+	 * reserved huge pages, above, are already held and need no such check. */
+	available = ms__memory_available();
+	if (available != 0 && size > available)
+		return ms__error_set(
+		    MS_ELIMIT,
+		    "the arena needs %.2f GiB but this process has %.2f GiB of "
+		    "memory left (MemAvailable, or its container's limit): set or lower the "
+		    "memory limit (--memory-limit, RUNAI_STREAMER_MEMORY_LIMIT) or "
+		    "reserve huge pages",
+		    (double)size / (1u << 30), (double)available / (1u << 30));
 	if (pages != MS_ARENA_PAGES_SMALL && huge_size >= HUGE_PAGE &&
 	    transparent_huge_pages_enabled()) {
 		size_t map_size = huge_size + HUGE_PAGE;

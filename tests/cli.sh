@@ -485,6 +485,9 @@ else
   fail "stream --arena-pages small is honoured" "exit $rc"
 fi
 
+check_error "stream: an arena larger than the memory left exits 6" 6 "memory left" \
+  stream "$small" --memory-limit 64T
+
 [ "$todo" -eq 0 ] || echo "# $todo known bug(s), marked TODO above, not counted"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "sysmem.h"
 #include "modelstream.h"
 
 TestSuite(arena, .timeout = 60);
@@ -54,6 +55,20 @@ Test(arena, page_kinds_can_be_forced)
 		cr_assert_eq(ms__arena_map(&a, 4u << 20, MS_ARENA_PAGES_RESERVED), MS_ENOMEM);
 		cr_assert_null(a.base);
 	}
+}
+
+Test(arena, more_than_the_memory_left_is_a_clear_error)
+{
+	ms__arena a;
+	uint64_t available = ms__memory_available();
+
+	if (available == 0 || available > SIZE_MAX / 4)
+		cr_skip_test("memory left is unknown here");
+	cr_assert_eq(ms__arena_map(&a, (size_t)available * 2, MS_ARENA_PAGES_TRANSPARENT),
+	             MS_ELIMIT);
+	cr_assert_null(a.base);
+	cr_assert(strstr(ms_error_last()->message, "memory limit") != NULL, "%s",
+	          ms_error_last()->message);
 }
 
 Test(arena, tiny_and_zero_sizes)

@@ -16,7 +16,7 @@ enum {
 	EXIT_BAD_INPUT = 3,     /* the file is not valid safetensors */
 	EXIT_NOT_FOUND = 4,     /* a file does not exist */
 	EXIT_DENIED = 5,        /* permission denied */
-	EXIT_LIMIT = 6,         /* the memory limit is too small for the model */
+	EXIT_LIMIT = 6,         /* too little memory: the limit, or the machine's */
 	EXIT_CANCELED = 130,    /* interrupted (SIGINT/SIGTERM) */
 };
 

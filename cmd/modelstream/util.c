@@ -19,7 +19,8 @@ const char cli_exit_codes_help[] =
     "  3    bad input: a file is not a valid safetensors file (or other malformed input)\n"
     "  4    not found: a file does not exist\n"
     "  5    permission denied\n"
-    "  6    memory limit too small for the model's largest tensor\n"
+    "  6    memory: the limit is below the largest tensor, or the machine (or the\n"
+    "       container) has too little memory left for the arena\n"
     "  130  interrupted by SIGINT or SIGTERM\n";
 
 int cli_exit_code(int ms_code)

@@ -326,9 +326,13 @@ MS_EXTERN int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t
  *
  * @param out  receives a pointer to the tensor, owned by the streamer.
  * @return 0 with a tensor; MS_ITER_END when every selected tensor has been delivered
- *         (and on every later call); MS_EIO, MS_ENOMEM, MS_ELIMIT, MS_ECANCELED, or
- *         MS_EFORMAT (a file changed size since it was added). After an error other
- *         than MS_ITER_END the streamer can only be freed.
+ *         (and on every later call); MS_EIO (a read failed, or a file shrank since it
+ *         was added), MS_ENOMEM, MS_ECANCELED, or MS_ELIMIT: the limit is below the
+ *         largest selected tensor, the caller holds too much of the ring, or the arena
+ *         is larger than the memory left to the process (MemAvailable, or its memory
+ *         cgroup's limit; checked before mapping, so that the OOM killer does not end
+ *         the stream halfway). After an error other than MS_ITER_END the streamer can
+ *         only be freed.
  */
 MS_EXTERN int ms_streamer_next(const ms_tensor **out, ms_streamer *s);
 
