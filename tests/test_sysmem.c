@@ -29,7 +29,7 @@ Test(sysmem, mem_available_alone)
 	                                      "MemFree:         1000000 kB\n"
 	                                      "MemAvailable:   20000000 kB\n");
 
-	cr_assert_eq(ms__memory_available_from(meminfo, NULL, NULL), 20000000ULL * 1024);
+	cr_assert_eq(ms__memory_available_from(meminfo, NULL, NULL, NULL), 20000000ULL * 1024);
 }
 
 Test(sysmem, cgroup_limit_lowers_it)
@@ -38,7 +38,7 @@ Test(sysmem, cgroup_limit_lowers_it)
 	const char *limit = file("max", "4294967296\n");
 	const char *usage = file("current", "1073741824\n");
 
-	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage), 3ULL << 30);
+	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage, NULL), 3ULL << 30);
 }
 
 Test(sysmem, no_limit_and_unreadable_files_are_ignored)
@@ -48,10 +48,10 @@ Test(sysmem, no_limit_and_unreadable_files_are_ignored)
 	const char *v1_unlimited = file("v1", "9223372036854771712\n");
 	const char *usage = file("current", "5\n");
 
-	cr_assert_eq(ms__memory_available_from(meminfo, max, usage), 1000 * 1024);
-	cr_assert_eq(ms__memory_available_from(meminfo, v1_unlimited, usage), 1000 * 1024);
-	cr_assert_eq(ms__memory_available_from(meminfo, "/nonexistent", usage), 1000 * 1024);
-	cr_assert_eq(ms__memory_available_from(NULL, NULL, NULL), 0, "unknown is 0");
+	cr_assert_eq(ms__memory_available_from(meminfo, max, usage, NULL), 1000 * 1024);
+	cr_assert_eq(ms__memory_available_from(meminfo, v1_unlimited, usage, NULL), 1000 * 1024);
+	cr_assert_eq(ms__memory_available_from(meminfo, "/nonexistent", usage, NULL), 1000 * 1024);
+	cr_assert_eq(ms__memory_available_from(NULL, NULL, NULL, NULL), 0, "unknown is 0");
 }
 
 Test(sysmem, usage_over_limit_leaves_nothing)
@@ -60,7 +60,30 @@ Test(sysmem, usage_over_limit_leaves_nothing)
 	const char *limit = file("max", "100\n");
 	const char *usage = file("current", "200\n");
 
-	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage), 0);
+	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage, NULL), 0);
+}
+
+Test(sysmem, page_cache_in_the_cgroup_does_not_count_as_used)
+{
+	const char *meminfo = file("meminfo", "MemAvailable:   20000000 kB\n");
+	const char *limit = file("max", "8589934592\n");
+	const char *usage = file("current", "8000000000\n");
+	const char *v2 = file("stat", "anon 1000000000\nfile 7000000000\nkernel 1000\n");
+
+	/* 8 GiB limit, 8 GB charged of which 7 GB is page cache: 7.59 GB left. */
+	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage, v2),
+	             8589934592ULL - 1000000000ULL);
+}
+
+Test(sysmem, cgroup_v1_total_cache)
+{
+	const char *meminfo = file("meminfo", "MemAvailable:   20000000 kB\n");
+	const char *limit = file("max", "4294967296\n");
+	const char *usage = file("current", "4000000000\n");
+	const char *v1 = file("stat", "cache 100\nrss 5\ntotal_cache 3000000000\n");
+
+	cr_assert_eq(ms__memory_available_from(meminfo, limit, usage, v1),
+	             4294967296ULL - 1000000000ULL);
 }
 
 Test(sysmem, this_machine_reports_something)
