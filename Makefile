@@ -27,7 +27,7 @@ SANFLAGS  := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fn
 CPPFLAGS  += -D_GNU_SOURCE -Ilib/include -Ilib
 CFLAGS    += $(WARNINGS) $(OPT) $(SANFLAGS) -fPIC -pthread
 LDFLAGS   += $(SANFLAGS) -pthread
-LIB_LIBS  := -lcjson -lexpat -lcrypto -lm
+LIB_LIBS  := -lcurl -lcjson -lexpat -lcrypto -lm
 CMD_LIBS  :=
 
 LIB_SRC   := $(wildcard lib/*.c)
@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -102,8 +102,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -123,6 +123,10 @@ s3fault-selftest:
 	@mkdir -p $(B)
 	python3 tests/support/test_s3fault.py 2>&1 | tail -n 25 | tee $(B)/s3fault.log
 
+# s3:// end to end against the fault-injecting endpoint.
+s3-tests: $(CLI) $(MKMODEL)
+	tests/s3_tests.sh $(B) | tee $(B)/s3-tests.log
+
 # The committed SigV4 test vectors still match what botocore computes today.
 sigv4-vectors:
 	tests/check_sigv4_vectors.sh
@@ -131,7 +135,7 @@ cli-tests: $(CLI) $(MKMODEL)
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:
-	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests
 	$(MAKE) --no-print-directory SANITIZE=thread stress
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.

@@ -197,17 +197,17 @@ static const slot_info slot_infos[S_COUNT] = {
     [S_CONTENTS] = {"Contents", 0, F_RECORD | F_REPEAT},
     [S_COMMON_PREFIXES] = {"CommonPrefixes", 0, F_RECORD | F_REPEAT},
     [S_CREDENTIALS] = {"Credentials", 0, F_RECORD},
-    [S_LIST_NAME] = {"Name", MS__S3_BUCKET_MAX, 0},
-    [S_LIST_PREFIX] = {"Prefix", MS__S3_KEY_MAX, 0},
+    [S_LIST_NAME] = {"Name", MS__S3_XML_BUCKET_MAX, 0},
+    [S_LIST_PREFIX] = {"Prefix", MS__S3_XML_KEY_MAX, 0},
     [S_LIST_KEY_COUNT] = {"KeyCount", NUMBER_TEXT_MAX, 0},
     [S_LIST_MAX_KEYS] = {"MaxKeys", NUMBER_TEXT_MAX, 0},
     [S_LIST_IS_TRUNCATED] = {"IsTruncated", NUMBER_TEXT_MAX, 0},
     [S_LIST_NEXT_TOKEN] = {"NextContinuationToken", MS__S3_TOKEN_MAX, 0},
-    [S_OBJECT_KEY] = {"Key", MS__S3_KEY_MAX, 0},
+    [S_OBJECT_KEY] = {"Key", MS__S3_XML_KEY_MAX, 0},
     [S_OBJECT_SIZE] = {"Size", NUMBER_TEXT_MAX, 0},
     [S_OBJECT_ETAG] = {"ETag", MS__S3_ETAG_MAX, 0},
     [S_OBJECT_LAST_MODIFIED] = {"LastModified", MS__S3_TIME_MAX, 0},
-    [S_COMMON_PREFIX] = {"CommonPrefixes/Prefix", MS__S3_KEY_MAX, 0},
+    [S_COMMON_PREFIX] = {"CommonPrefixes/Prefix", MS__S3_XML_KEY_MAX, 0},
     [S_ERROR_CODE] = {"Code", ERROR_FIELD_CAP(code), F_CUT},
     [S_ERROR_MESSAGE] = {"Message", ERROR_FIELD_CAP(message), F_CUT},
     [S_ERROR_REQUEST_ID] = {"RequestId", ERROR_FIELD_CAP(request_id), F_CUT},
@@ -227,7 +227,7 @@ static const slot_info slot_infos[S_COUNT] = {
 
 /* The scratch buffer holds the longest field there is. */
 #define TEXT_MAX MS__STS_TOKEN_MAX
-_Static_assert(MS__S3_KEY_MAX <= TEXT_MAX && MS__S3_TOKEN_MAX <= TEXT_MAX &&
+_Static_assert(MS__S3_XML_KEY_MAX <= TEXT_MAX && MS__S3_TOKEN_MAX <= TEXT_MAX &&
                    MS__S3_LOCATION_MAX <= TEXT_MAX && MS__S3_UPLOAD_ID_MAX <= TEXT_MAX,
                "every field fits the scratch buffer");
 
@@ -313,7 +313,7 @@ typedef struct {
 	uint64_t seen; /* SLOT_BIT of every slot met (fields of records reset per record) */
 
 	/* The Contents or CommonPrefixes entry being read, until it closes. */
-	char key[MS__S3_KEY_MAX + 1];
+	char key[MS__S3_XML_KEY_MAX + 1];
 	size_t key_len;
 	uint64_t size;
 	char etag[MS__S3_ETAG_MAX + 1];

@@ -37,12 +37,12 @@
 /** The deepest element nesting accepted; real documents reach 4. */
 #define MS__S3_XML_DEPTH_MAX 16
 /** S3 keys are at most 1024 bytes of UTF-8; so are prefixes, which are parts of keys. */
-#define MS__S3_KEY_MAX 1024
+#define MS__S3_XML_KEY_MAX 1024
 /** The most Contents plus CommonPrefixes in one page: S3 sends at most 1000; the slack
  * tolerates compatible servers that overshoot a little without letting one grow us freely. */
 #define MS__S3_LIST_ENTRIES_MAX 1100
 /** The longest bucket name accepted (S3 allows 63; compatible servers allow more). */
-#define MS__S3_BUCKET_MAX 255
+#define MS__S3_XML_BUCKET_MAX 255
 /** The longest continuation token accepted (S3's are a few hundred bytes). */
 #define MS__S3_TOKEN_MAX 4096
 /** The longest ETag accepted, quotes included (S3's are at most 40 bytes). */
@@ -62,7 +62,7 @@
 
 /** One object of a listing. */
 typedef struct {
-	char *key;           /**< UTF-8, entity-decoded, 1..MS__S3_KEY_MAX bytes, no NUL */
+	char *key;           /**< UTF-8, entity-decoded, 1..MS__S3_XML_KEY_MAX bytes, no NUL */
 	uint64_t size;       /**< bytes, at most MS__S3_SIZE_MAX */
 	char *etag;          /**< as sent, quotes kept; NULL if absent */
 	char *last_modified; /**< as sent ("2026-11-25T21:00:00.000Z"); NULL if absent */
@@ -130,7 +130,7 @@ typedef struct {
 
 /**
  * Parses a ListObjectsV2 page (root ListBucketResult) of at most MS__S3_XML_LIST_MAX bytes.
- * Rejects a key or prefix that is empty or longer than MS__S3_KEY_MAX, a Contents without
+ * Rejects a key or prefix that is empty or longer than MS__S3_XML_KEY_MAX, a Contents without
  * Key or Size, a Size that is not a decimal number up to MS__S3_SIZE_MAX, more than
  * MS__S3_LIST_ENTRIES_MAX entries, a missing IsTruncated, and IsTruncated true without a
  * NextContinuationToken. Elements it does not know (Owner, StorageClass, ...) are skipped.

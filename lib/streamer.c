@@ -18,6 +18,7 @@
 #include "plan.h"
 #include "safetensors.h"
 #include "source.h"
+#include "source_s3.h"
 
 #define DEFAULT_CONCURRENCY 16
 #define MAX_CONCURRENCY     256
@@ -293,7 +294,9 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 	if (s->started)
 		return ms__error_set(MS_ESTATE,
 		                     "%s: files cannot be added once streaming has started", path);
-	if ((rc = ms__source_file_open(&src, path, s->opts.direct_io)) < 0)
+	rc = ms__source_s3_handles(path) ? ms__source_s3_open(&src, path)
+	                                 : ms__source_file_open(&src, path, s->opts.direct_io);
+	if (rc < 0)
 		goto done;
 	if ((rc = load_header(&header, src)) < 0)
 		goto done;

@@ -638,14 +638,14 @@ Test(s3_xml, list_bucket_name_is_capped)
 	ms__s3_list list;
 
 	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
-	sb_repeat(&b, "b", MS__S3_BUCKET_MAX);
+	sb_repeat(&b, "b", MS__S3_XML_BUCKET_MAX);
 	tu_sb_puts(&b, "</Name></ListBucketResult>");
 	list = list_ok(b.text);
-	cr_assert_eq(strlen(list.name), MS__S3_BUCKET_MAX);
+	cr_assert_eq(strlen(list.name), MS__S3_XML_BUCKET_MAX);
 	ms__s3_list_free(&list);
 	b.len = 0;
 	tu_sb_puts(&b, "<ListBucketResult><IsTruncated>false</IsTruncated><Name>");
-	sb_repeat(&b, "b", MS__S3_BUCKET_MAX + 1);
+	sb_repeat(&b, "b", MS__S3_XML_BUCKET_MAX + 1);
 	tu_sb_puts(&b, "</Name></ListBucketResult>");
 	current_case = "long bucket name";
 	assert_error(list_parse(&list, b.text, b.len), MS_EFORMAT, "Name longer than 255 bytes");

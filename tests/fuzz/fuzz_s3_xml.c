@@ -180,7 +180,7 @@ static int run_list(const char *body, size_t len)
 	for (size_t i = 0; i < list.object_count; i++) {
 		const ms__s3_object *o = &list.objects[i];
 
-		check_string(o->key, 1, MS__S3_KEY_MAX);
+		check_string(o->key, 1, MS__S3_XML_KEY_MAX);
 		CHECK(utf8_valid((const unsigned char *)o->key, strlen(o->key)));
 		CHECK(o->size <= MS__S3_SIZE_MAX);
 		if (o->etag != NULL)
@@ -190,11 +190,11 @@ static int run_list(const char *body, size_t len)
 	}
 	CHECK(list.common_prefix_count == 0 || list.common_prefixes != NULL);
 	for (size_t i = 0; i < list.common_prefix_count; i++)
-		check_string(list.common_prefixes[i], 1, MS__S3_KEY_MAX);
+		check_string(list.common_prefixes[i], 1, MS__S3_XML_KEY_MAX);
 	if (list.name != NULL)
-		check_string(list.name, 0, MS__S3_BUCKET_MAX);
+		check_string(list.name, 0, MS__S3_XML_BUCKET_MAX);
 	if (list.prefix != NULL)
-		check_string(list.prefix, 0, MS__S3_KEY_MAX);
+		check_string(list.prefix, 0, MS__S3_XML_KEY_MAX);
 	if (list.next_continuation_token != NULL)
 		check_string(list.next_continuation_token, 0, MS__S3_TOKEN_MAX);
 	if (list.is_truncated)

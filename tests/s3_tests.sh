@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# End-to-end tests of s3:// streaming against the fault-injecting S3 endpoint
+# (tests/support/s3fault.py) on 127.0.0.1: bytes identical to the local file under every
+# fault the server can script, stalls cut, a replaced object refused, clear errors.
+# Usage: tests/s3_tests.sh BUILD_DIR. Ends with "N passed, M failed".
+set -u
+build=$1
+cli=$build/modelstream
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-s3-tests.XXXXXX")
+passed=0
+failed=0
+server=
+
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+pass() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
+
+mkdir -p "$tmp/root/models"
+model=$tmp/root/models/m.safetensors
+"$build/mkmodel" --seed 3 --small-count 400 --large-count 3 --large-bytes 8M "$model" >/dev/null
+python3 tests/support/s3fault.py --root "$tmp/root" --port 0 --port-file "$tmp/port" \
+  --require-auth --etag stat >"$tmp/server.log" 2>&1 &
+server=$!
+for _ in $(seq 50); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+port=$(cat "$tmp/port" 2>/dev/null)
+[ -n "$port" ] || { echo "s3fault did not start"; cat "$tmp/server.log"; echo "0 passed, 1 failed"; exit 1; }
+
+export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=AKIDMODELSTREAMTEST AWS_SECRET_ACCESS_KEY=do-not-print-this-secret
+unset AWS_SESSION_TOKEN AWS_PROFILE AWS_ENDPOINT_URL_S3
+export MODELSTREAM_S3_STALL_SECONDS=2
+control() { curl -s -X POST -d "$2" "http://127.0.0.1:$port/__control/$1" >/dev/null; }
+
+want=$("$cli" stream "$model" --checksum --quiet | sha256sum)
+
+check_same() {
+  local name=$1; shift
+  local got
+  got=$("$cli" stream s3://models/m.safetensors --checksum --quiet "$@" 2>"$tmp/err" | sha256sum)
+  if [ "$got" = "$want" ]; then pass "$name"; else fail "$name" "$(head -c 300 "$tmp/err")"; fi
+}
+
+check_same "s3:// streams the same bytes as the local file"
+check_same "s3:// with a 16 MiB ring and one connection" --memory-limit 16M --concurrency 1
+control script '[{"action":"slowdown","method":"GET","every":3,"times":6}]'
+check_same "503 SlowDown is retried"
+control script '[{"action":"error500","method":"GET","every":2,"times":5}]'
+check_same "500 InternalError is retried"
+control script '[{"action":"reset","method":"GET","ranged":true,"after_bytes":100000,"times":4}]'
+check_same "a connection reset mid-body re-requests only what is missing"
+control script '[{"action":"truncate","method":"GET","ranged":true,"after_bytes":5000,"times":4}]'
+check_same "a truncated body is completed"
+control script '[{"action":"stall","method":"GET","ranged":true,"after_bytes":1000,"seconds":30,"times":2}]'
+start=$SECONDS
+check_same "a stalled transfer is cut and retried"
+[ $((SECONDS - start)) -lt 20 ] && pass "the stall did not hang the stream" ||
+  fail "the stall did not hang the stream" "$((SECONDS - start)) s"
+control script '[]'
+
+# Mixing a local path and an s3:// URL in one call.
+"$cli" stream "$model" s3://models/m.safetensors --json >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && grep -q '"files":2' "$tmp/out"; then pass "one stream mixes a local file and s3://"
+else fail "one stream mixes a local file and s3://" "$(head -c 300 "$tmp/err")"; fi
+
+# An object replaced while it is read: If-Match makes S3 refuse, the stream fails clearly.
+cp "$model" "$tmp/root/models/swap.safetensors"
+control script '[{"action":"swap","key":"swap.safetensors","method":"GET","nth":2}]'
+"$cli" stream s3://models/swap.safetensors --quiet --concurrency 1 >/dev/null 2>"$tmp/err"
+rc=$?
+if [ $rc -ne 0 ] && grep -q "412" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]; then
+  pass "an object replaced mid-read fails with 412, one line"
+else fail "an object replaced mid-read fails with 412, one line" "exit $rc: $(cat "$tmp/err")"; fi
+control script '[]'
+
+expect() {
+  local name=$1 want_rc=$2 needle=$3; shift 3
+  "$@" >/dev/null 2>"$tmp/err"
+  local rc=$?
+  if [ $rc -eq "$want_rc" ] && grep -qF -- "$needle" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+     ! grep -q "do-not-print-this-secret" "$tmp/err"; then
+    pass "$name"
+  else
+    fail "$name" "exit $rc: $(cat "$tmp/err")"
+  fi
+}
+expect "a missing key exits 4 naming the URL" 4 "s3://models/none.safetensors" \
+  "$cli" stream s3://models/none.safetensors
+expect "a missing bucket exits 4" 4 "s3://nobucket/m.safetensors" \
+  "$cli" stream s3://nobucket/m.safetensors
+expect "no credentials exits 5 and says which variables" 5 "AWS_ACCESS_KEY_ID" \
+  env -u AWS_ACCESS_KEY_ID "$cli" stream s3://models/m.safetensors
+expect "an invalid bucket name exits 2" 2 "s3://Bad_Bucket/x" "$cli" stream s3://Bad_Bucket/x
+expect "an endpoint that refuses connections fails after retries, naming it" 1 "127.0.0.1:1" \
+  env AWS_ENDPOINT_URL=http://127.0.0.1:1 "$cli" stream s3://models/m.safetensors
+
+# Every request was signed, and the secret never crossed the wire.
+curl -s "http://127.0.0.1:$port/__control/stats" >"$tmp/stats"
+if python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["auth"]["rejected"]==0 and s["auth"]["ok"]>0 else 1)' "$tmp/stats"; then
+  pass "every request carried a SigV4 Authorization header"
+else fail "every request carried a SigV4 Authorization header" "$(cat "$tmp/stats")"; fi
+curl -s "http://127.0.0.1:$port/__control/requests" >"$tmp/requests"
+if grep -q "do-not-print-this-secret" "$tmp/requests"; then fail "the secret never crossed the wire"
+else pass "the secret never crossed the wire"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
