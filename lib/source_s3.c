@@ -7,8 +7,9 @@
  * are in flight, and the ring's back-pressure applies to the network as it does to disks,
  * with no second event loop to keep in step with the engine.
  *
- *  - open: resolve the endpoint, region and addressing (s3_url.c), take credentials from
- *    the environment, and HEAD the object for its size and ETag.
+ *  - open: read the AWS shared files (s3_config.c), resolve the endpoint, region and
+ *    addressing (s3_url.c), take credentials from the environment or the profile's static
+ *    keys, and HEAD the object for its size and ETag.
  *  - read: GET with Range and If-Match on the ETag, so an object replaced mid-read fails
  *    clearly (412) instead of mixing versions. Bytes land straight in the arena, and the
  *    write callback refuses anything past the requested range.
@@ -33,6 +34,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "s3_config.h"
 #include "s3_sigv4.h"
 #include "s3_url.h"
 #include "s3_xml.h"
@@ -402,19 +404,8 @@ bool ms__source_s3_handles(const char *location)
 	return strncasecmp(location, "s3://", 5) == 0 || strncasecmp(location, "gs://", 5) == 0;
 }
 
-static int take_credentials(s3_source *s)
+static int copy_credentials(s3_source *s, const char *id, const char *secret, const char *token)
 {
-	const char *id = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
-	const char *token = getenv("AWS_SESSION_TOKEN");
-
-	if (s->loc.anonymous)
-		return 0;
-	if (id == NULL || secret == NULL || id[0] == '\0' || secret[0] == '\0')
-		return ms__error_set(MS_EACCES,
-		                     "%s: no credentials: set AWS_ACCESS_KEY_ID and "
-		                     "AWS_SECRET_ACCESS_KEY (other sources come later), or "
-		                     "MODELSTREAM_S3_ANONYMOUS=1 for a public bucket",
-		                     s->url);
 	s->key_id = ms__strdup(id);
 	s->secret = ms__strdup(secret);
 	s->token = token != NULL && token[0] != '\0' ? ms__strdup(token) : NULL;
@@ -424,10 +415,49 @@ static int take_credentials(s3_source *s)
 	return 0;
 }
 
+/*
+ * Credentials in the AWS SDKs' order, as far as this source goes yet: the environment,
+ * then static keys of the selected profile in the shared files. Roles, web identity,
+ * container credentials and IMDS come with the rest of the chain.
+ */
+static int take_credentials(s3_source *s, const ms__aws_config *cfg)
+{
+	const char *id = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
+	ms__aws_credentials_kind kind = MS__AWS_CREDENTIALS_NONE;
+	int rc;
+
+	if (s->loc.anonymous)
+		return 0;
+	if (id != NULL && secret != NULL && id[0] != '\0' && secret[0] != '\0')
+		return copy_credentials(s, id, secret, getenv("AWS_SESSION_TOKEN"));
+	if (cfg != NULL && cfg->profile != NULL) {
+		if ((rc = ms__aws_profile_credentials_kind(&kind, cfg, cfg->profile)) < 0)
+			return rc;
+		if (kind == MS__AWS_CREDENTIALS_STATIC)
+			return copy_credentials(s, cfg->profile->values[MS__AWS_ACCESS_KEY_ID],
+			                        cfg->profile->values[MS__AWS_SECRET_ACCESS_KEY],
+			                        cfg->profile->values[MS__AWS_SESSION_TOKEN]);
+		if (kind != MS__AWS_CREDENTIALS_NONE)
+			return ms__error_set(
+			    MS_EUNSUPPORTED,
+			    "%s: profile '%s' gets its credentials from a role or web "
+			    "identity, which modelstream does not support yet; export "
+			    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead",
+			    s->url, cfg->profile_name);
+	}
+	return ms__error_set(MS_EACCES,
+	                     "%s: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+	                     "or keys in profile '%s' of the AWS credentials file, or "
+	                     "MODELSTREAM_S3_ANONYMOUS=1 for a public bucket",
+	                     s->url,
+	                     cfg != NULL && cfg->profile_name ? cfg->profile_name : "default");
+}
+
 int ms__source_s3_open(ms__source **out, const char *url)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	ms__s3_resolve_options opts = {0};
+	ms__aws_config *cfg = NULL;
 	const char *anonymous = getenv("MODELSTREAM_S3_ANONYMOUS");
 	const char *stall = getenv("MODELSTREAM_S3_STALL_SECONDS");
 	s3_source *s = NULL;
@@ -444,6 +474,9 @@ int ms__source_s3_open(ms__source **out, const char *url)
 		return ms__error_set(MS_ENOMEM, "%s: out of memory", url);
 	}
 	pthread_mutex_init(&s->pool_lock, NULL);
+	if ((rc = ms__aws_config_load(&cfg, NULL)) < 0)
+		goto done;
+	opts.config = cfg;
 	s->stall_seconds = stall != NULL ? strtol(stall, NULL, 10) : 0;
 	if (s->stall_seconds <= 0)
 		s->stall_seconds = DEFAULT_STALL_SECONDS;
@@ -460,7 +493,7 @@ int ms__source_s3_open(ms__source **out, const char *url)
 	if ((rc = ms__s3_object_path(s->path, sizeof(s->path), &s->loc, NULL)) < 0 ||
 	    (rc = ms__s3_object_url(s->request_url, sizeof(s->request_url), &s->loc, NULL)) < 0)
 		goto done;
-	if ((rc = take_credentials(s)) < 0)
+	if ((rc = take_credentials(s, cfg)) < 0)
 		goto done;
 	t.curl = pool_take(s);
 	if (t.curl == NULL) {
@@ -504,5 +537,6 @@ done:
 	ms__free(t.error_body);
 	if (s != NULL)
 		s3_close(&s->base);
+	ms__aws_config_free(cfg);
 	return rc;
 }

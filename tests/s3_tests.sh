@@ -98,13 +98,33 @@ expect "an invalid bucket name exits 2" 2 "s3://Bad_Bucket/x" "$cli" stream s3:/
 expect "an endpoint that refuses connections fails after retries, naming it" 1 "127.0.0.1:1" \
   env AWS_ENDPOINT_URL=http://127.0.0.1:1 "$cli" stream s3://models/m.safetensors
 
+# Credentials and endpoint from a profile in the shared files, none in the environment.
+printf '[dev]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret-never-printed\n' \
+  >"$tmp/credentials"
+printf '[profile dev]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:%s\n' "$port" >"$tmp/config"
+printf '[profile role]\nrole_arn = arn:aws:iam::123456789012:role/r\nweb_identity_token_file = /nonexistent\n' \
+  >>"$tmp/config"
+got=$(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_ENDPOINT_URL AWS_PROFILE=dev \
+  AWS_CONFIG_FILE="$tmp/config" AWS_SHARED_CREDENTIALS_FILE="$tmp/credentials" \
+  "$cli" stream s3://models/m.safetensors --checksum --quiet 2>"$tmp/err" | sha256sum)
+if [ "$got" = "$want" ] && curl -s "http://127.0.0.1:$port/__control/requests" | grep -q AKIDFROMPROFILE; then
+  pass "keys and endpoint from profile 'dev' of the shared files"
+else fail "keys and endpoint from profile 'dev' of the shared files" "$(cat "$tmp/err")"; fi
+expect "a profile that needs a role says it is not supported yet, naming it" 1 "profile 'role'" \
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_PROFILE=role \
+  AWS_CONFIG_FILE="$tmp/config" AWS_SHARED_CREDENTIALS_FILE="$tmp/credentials" \
+  "$cli" stream s3://models/m.safetensors
+if grep -q "profile-secret-never-printed" "$tmp/err"; then fail "profile secrets stay out of messages"
+else pass "profile secrets stay out of messages"; fi
+
 # Every request was signed, and the secret never crossed the wire.
 curl -s "http://127.0.0.1:$port/__control/stats" >"$tmp/stats"
 if python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); sys.exit(0 if s["auth"]["rejected"]==0 and s["auth"]["ok"]>0 else 1)' "$tmp/stats"; then
   pass "every request carried a SigV4 Authorization header"
 else fail "every request carried a SigV4 Authorization header" "$(cat "$tmp/stats")"; fi
 curl -s "http://127.0.0.1:$port/__control/requests" >"$tmp/requests"
-if grep -q "do-not-print-this-secret" "$tmp/requests"; then fail "the secret never crossed the wire"
+if grep -qE "do-not-print-this-secret|profile-secret-never-printed" "$tmp/requests"; then
+  fail "the secret never crossed the wire"
 else pass "the secret never crossed the wire"; fi
 
 echo "$passed passed, $failed failed"
