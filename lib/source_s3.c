@@ -13,6 +13,9 @@
  *  - read: GET with Range and If-Match on the ETag, so an object replaced mid-read fails
  *    clearly (412) instead of mixing versions. Bytes land straight in the arena, and the
  *    write callback refuses anything past the requested range.
+ *  - clock skew: a RequestTimeTooSkewed 403 (or a HEAD 403 from a server whose Date is
+ *    minutes away) teaches the source the server's clock, and the request is signed
+ *    again once with it.
  *  - retries: connection failures, truncated bodies, 500/502/503/504 and SlowDown are
  *    retried with exponential backoff and full jitter, re-requesting only the bytes still
  *    missing; a transfer slower than 1 KiB/s for the stall timeout is cut and retried.
@@ -22,6 +25,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +63,9 @@ typedef struct {
 	char *secret;
 	char *token;
 	long stall_seconds;
+	/* Server time minus ours, learnt from RequestTimeTooSkewed; read by every worker as
+	 * it signs. Relaxed: a stale value costs one more retry, nothing else. */
+	atomic_llong clock_offset;
 
 	pthread_mutex_t pool_lock; /* guards pool and pool_count */
 	CURL *pool[POOL_MAX];
@@ -77,6 +84,7 @@ typedef struct {
 	char etag[256];
 	uint64_t content_length;
 	bool have_length;
+	time_t server_date; /* the Date header, 0 if none */
 } transfer;
 
 static void global_init_once(void)
@@ -140,6 +148,15 @@ static size_t on_header(char *data, size_t size, size_t count, void *payload)
 			memcpy(t->etag, v, len);
 			t->etag[len] = '\0';
 		}
+	} else if (n > 5 && strncasecmp(data, "date:", 5) == 0) {
+		char text[64];
+		size_t len = n - 5 < sizeof(text) - 1 ? n - 5 : sizeof(text) - 1;
+
+		memcpy(text, data + 5, len);
+		text[len] = '\0';
+		t->server_date = curl_getdate(text, NULL);
+		if (t->server_date < 0)
+			t->server_date = 0;
 	} else if (n > 15 && strncasecmp(data, "content-length:", 15) == 0) {
 		char text[32];
 		size_t len = n - 15 < sizeof(text) - 1 ? n - 15 : sizeof(text) - 1;
@@ -269,7 +286,8 @@ static int perform(s3_source *s, transfer *t, const char *method, uint64_t offse
 		req.header_count = extra_count;
 		req.region = s->loc.region;
 		req.service = "s3";
-		req.time = (int64_t)time(NULL);
+		req.time = (int64_t)time(NULL) +
+		           atomic_load_explicit(&s->clock_offset, memory_order_relaxed);
 		if ((rc = ms__sigv4_sign(&sig, &req, &creds)) < 0)
 			goto done;
 		n = ms__sigv4_headers(signed_headers, &sig);
@@ -309,12 +327,42 @@ done:
 	return rc;
 }
 
+/*
+ * After a 403, decides whether it was our clock: S3 says RequestTimeTooSkewed (with its
+ * ServerTime), or, for a HEAD that has no body, its Date is minutes away from ours. Then
+ * the offset is learnt for every later signature and the request is worth one retry.
+ */
+static bool correct_clock_skew(s3_source *s, const transfer *t)
+{
+	ms__s3_error e;
+	int64_t server = 0;
+	long long offset;
+
+	if (t->error_body != NULL && t->error_len > 0) {
+		if (ms__s3_error_parse(&e, t->error_body, t->error_len, s->url) != 0 ||
+		    strcmp(e.code, "RequestTimeTooSkewed") != 0)
+			return false;
+		if (e.server_time[0] != '\0')
+			ms__s3_time_parse(&server, e.server_time, strlen(e.server_time));
+	}
+	if (server == 0)
+		server = (int64_t)t->server_date;
+	if (server == 0)
+		return false;
+	offset = (long long)(server - (int64_t)time(NULL));
+	if (t->error_body == NULL && (offset < 300 && offset > -300))
+		return false; /* a plain 403 from a server whose clock agrees with ours */
+	atomic_store_explicit(&s->clock_offset, offset, memory_order_relaxed);
+	return true;
+}
+
 static int s3_read_range(ms__source *src, void *dst, uint64_t offset, size_t length)
 {
 	s3_source *s = (s3_source *)src;
 	transfer t = {0};
 	unsigned seed = (unsigned)(offset ^ (uint64_t)time(NULL) ^ (uintptr_t)&t);
 	unsigned attempt = 0;
+	bool skew_corrected = false;
 	size_t done_bytes = 0;
 	int rc = 0;
 
@@ -344,6 +392,10 @@ static int s3_read_range(ms__source *src, void *dst, uint64_t offset, size_t len
 			                   "for at offset %llu",
 			                   s->url, length, (unsigned long long)offset);
 			break;
+		}
+		if (rc == 0 && status == 403 && !skew_corrected && correct_clock_skew(s, &t)) {
+			skew_corrected = true;
+			continue;
 		}
 		if (rc == 0 && status != 206 && status != 200 && !retryable_status(status)) {
 			rc = http_error(s, status, &t);
@@ -462,6 +514,7 @@ int ms__source_s3_open(ms__source **out, const char *url)
 	const char *stall = getenv("MODELSTREAM_S3_STALL_SECONDS");
 	s3_source *s = NULL;
 	transfer t = {0};
+	bool skew_corrected = false;
 	long status = 0;
 	CURLcode cc;
 	int rc;
@@ -501,7 +554,12 @@ int ms__source_s3_open(ms__source **out, const char *url)
 		goto done;
 	}
 	for (unsigned attempt = 1;; attempt++) {
+		t.error_len = 0;
 		rc = perform(s, &t, "HEAD", 0, 0, &status, &cc);
+		if (rc == 0 && status == 403 && !skew_corrected && correct_clock_skew(s, &t)) {
+			skew_corrected = true;
+			continue;
+		}
 		if (rc == 0 && !retryable_status(status))
 			break;
 		if (attempt >= ATTEMPTS_MAX) {

@@ -60,6 +60,10 @@ start=$SECONDS
 check_same "a stalled transfer is cut and retried"
 [ $((SECONDS - start)) -lt 20 ] && pass "the stall did not hang the stream" ||
   fail "the stall did not hang the stream" "$((SECONDS - start)) s"
+control script '[{"action":"skew","method":"GET","offset_seconds":3600,"times":1}]'
+check_same "RequestTimeTooSkewed on a GET: the server's clock is learnt and the read retried"
+control script '[{"action":"skew","method":"HEAD","offset_seconds":-3600,"times":1}]'
+check_same "a skewed clock on the first HEAD is corrected from the Date header"
 control script '[]'
 
 # Mixing a local path and an s3:// URL in one call.
