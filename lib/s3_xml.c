@@ -1191,36 +1191,77 @@ static void context_free(parse_context *ctx)
 /* The public face                                                                          */
 /* ---------------------------------------------------------------------------------------- */
 
-int ms__s3_list_parse(ms__s3_list *out, const char *xml, size_t len, const char *what)
+/*
+ * The one body of every result parser: `out` is the result struct for `doc`. On failure
+ * the result is released and cleared; when the body was an error document, its error and
+ * service_error flag are kept, so the caller can tell "S3 said no" from "garbage".
+ */
+static int parse_result(document doc, void *out, const char *xml, size_t len, const char *what)
 {
 	parse_context *ctx = NULL;
-	ms__s3_error error;
-	bool service_error = false;
+	ms__s3_error *error = NULL, saved;
+	bool *service_flag = NULL, service_error = false;
+	size_t max = MS__S3_XML_SMALL_MAX;
 	int rc;
 
-	memset(out, 0, sizeof(*out));
-	what = what != NULL ? what : "S3";
-	ctx = context_new(DOC_LIST, what);
+	switch (doc) {
+	case DOC_LIST:
+		memset(out, 0, sizeof(ms__s3_list));
+		error = &((ms__s3_list *)out)->error;
+		service_flag = &((ms__s3_list *)out)->service_error;
+		max = MS__S3_XML_LIST_MAX;
+		break;
+	case DOC_INITIATE:
+		memset(out, 0, sizeof(ms__s3_initiate));
+		error = &((ms__s3_initiate *)out)->error;
+		service_flag = &((ms__s3_initiate *)out)->service_error;
+		break;
+	case DOC_COMPLETE:
+		memset(out, 0, sizeof(ms__s3_complete));
+		error = &((ms__s3_complete *)out)->error;
+		service_flag = &((ms__s3_complete *)out)->service_error;
+		break;
+	default: /* DOC_STS; DOC_ERROR has a parser of its own */
+		memset(out, 0, sizeof(ms__sts_credentials));
+		error = &((ms__sts_credentials *)out)->error;
+		service_flag = &((ms__sts_credentials *)out)->service_error;
+		break;
+	}
+	ctx = context_new(doc, what != NULL ? what : doc == DOC_STS ? "STS" : "S3");
 	if (ctx == NULL) {
 		rc = MS_ENOMEM;
 		goto done;
 	}
-	ctx->list = out;
-	ctx->error = &out->error;
-	rc = parse_document(ctx, xml, len, MS__S3_XML_LIST_MAX, &service_error);
+	ctx->list = doc == DOC_LIST ? out : NULL;
+	ctx->initiate = doc == DOC_INITIATE ? out : NULL;
+	ctx->complete = doc == DOC_COMPLETE ? out : NULL;
+	ctx->creds = doc == DOC_STS ? out : NULL;
+	ctx->error = error;
+	rc = parse_document(ctx, xml, len, max, &service_error);
 	if (rc != 0) {
-		/* Keep only the error document, if that is what came. */
-		error = out->error;
-		ms__s3_list_free(out);
+		saved = *error;
+		if (doc == DOC_LIST)
+			ms__s3_list_free(out);
+		else if (doc == DOC_STS)
+			ms__sts_credentials_free(out);
+		else
+			memset(out, 0,
+			       doc == DOC_INITIATE ? sizeof(ms__s3_initiate)
+			                           : sizeof(ms__s3_complete));
 		if (service_error) {
-			out->service_error = true;
-			out->error = error;
+			*service_flag = true;
+			*error = saved;
 		}
 	}
 
 done:
 	context_free(ctx);
 	return rc;
+}
+
+int ms__s3_list_parse(ms__s3_list *out, const char *xml, size_t len, const char *what)
+{
+	return parse_result(DOC_LIST, out, xml, len, what);
 }
 
 void ms__s3_list_free(ms__s3_list *list)
@@ -1262,84 +1303,20 @@ done:
 	return rc;
 }
 
-/*
- * The shared body of the multipart parsers: `out` (out_size bytes) is a result struct
- * whose service_error and error fields are passed alongside; `bind` points the context
- * at it. On a service error the error is kept, on any other failure `out` is cleared.
- */
-static int parse_multipart(document doc, void *out, size_t out_size, bool *out_service_error,
-                           ms__s3_error *error, const char *xml, size_t len, const char *what)
-{
-	parse_context *ctx = NULL;
-	bool service_error = false;
-	int rc;
-
-	memset(out, 0, out_size);
-	ctx = context_new(doc, what != NULL ? what : "S3");
-	if (ctx == NULL) {
-		rc = MS_ENOMEM;
-		goto done;
-	}
-	if (doc == DOC_INITIATE)
-		ctx->initiate = out;
-	else
-		ctx->complete = out;
-	ctx->error = error;
-	rc = parse_document(ctx, xml, len, MS__S3_XML_SMALL_MAX, &service_error);
-	if (rc != 0) {
-		if (service_error)
-			*out_service_error = true;
-		else
-			memset(out, 0, out_size);
-	}
-
-done:
-	context_free(ctx);
-	return rc;
-}
-
 int ms__s3_initiate_parse(ms__s3_initiate *out, const char *xml, size_t len, const char *what)
 {
-	return parse_multipart(DOC_INITIATE, out, sizeof(*out), &out->service_error, &out->error,
-	                       xml, len, what);
+	return parse_result(DOC_INITIATE, out, xml, len, what);
 }
 
 int ms__s3_complete_parse(ms__s3_complete *out, const char *xml, size_t len, const char *what)
 {
-	return parse_multipart(DOC_COMPLETE, out, sizeof(*out), &out->service_error, &out->error,
-	                       xml, len, what);
+	return parse_result(DOC_COMPLETE, out, xml, len, what);
 }
 
 int ms__sts_credentials_parse(ms__sts_credentials *out, const char *xml, size_t len,
                               const char *what)
 {
-	parse_context *ctx = NULL;
-	ms__s3_error error;
-	bool service_error = false;
-	int rc;
-
-	memset(out, 0, sizeof(*out));
-	what = what != NULL ? what : "STS";
-	ctx = context_new(DOC_STS, what);
-	if (ctx == NULL) {
-		rc = MS_ENOMEM;
-		goto done;
-	}
-	ctx->creds = out;
-	ctx->error = &out->error;
-	rc = parse_document(ctx, xml, len, MS__S3_XML_SMALL_MAX, &service_error);
-	if (rc != 0) {
-		error = out->error;
-		ms__sts_credentials_free(out);
-		if (service_error) {
-			out->service_error = true;
-			out->error = error;
-		}
-	}
-
-done:
-	context_free(ctx);
-	return rc;
+	return parse_result(DOC_STS, out, xml, len, what);
 }
 
 static void secret_string_free(char **s)

@@ -42,6 +42,8 @@ import struct
 import sys
 import time
 
+from benchutil import rss_bytes  # noqa: E402 (sibling module)
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,15 +56,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--borrowed", action="store_true",
                         help="stream with owned=False: views into recycled buffers")
     return parser.parse_args()
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now, from /proc/self/status."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return -1
 
 
 def data_bytes(path: str) -> int:

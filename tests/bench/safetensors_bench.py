@@ -33,6 +33,8 @@ import time
 import torch
 from safetensors import safe_open
 
+from benchutil import rss_bytes  # noqa: E402 (sibling module)
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,15 +45,6 @@ def parse_args() -> argparse.Namespace:
                         help="how to make the bytes be read (default: clone for mmap, "
                              "none for pread)")
     return parser.parse_args()
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now, from /proc/self/status."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return -1
 
 
 def main() -> int:
