@@ -121,7 +121,13 @@ crosscheck: $(CLI) $(MKMODEL)
 # The fault-injection S3 server the object-storage tests stand on, tested on its own.
 s3fault-selftest:
 	@mkdir -p $(B)
-	python3 tests/support/test_s3fault.py 2>&1 | tail -n 25 | tee $(B)/s3fault.log
+	@# Timing-based checks (stalls, throttling, bandwidth) on a shared 2-core machine: a
+	@# failed run is shown and run once more, so that a flake is visible but not fatal.
+	@python3 tests/support/test_s3fault.py > $(B)/s3fault.full.log 2>&1 || \
+	  { grep -E '^(FAIL|ERROR):' $(B)/s3fault.full.log | sed 's/^/s3fault: FLAKY, retrying: /'; \
+	    python3 tests/support/test_s3fault.py > $(B)/s3fault.full.log 2>&1; } || \
+	  { tail -n 40 $(B)/s3fault.full.log; tail -n 1 $(B)/s3fault.full.log > $(B)/s3fault.log; exit 1; }
+	@tail -n 1 $(B)/s3fault.full.log | tee $(B)/s3fault.log
 
 # s3:// end to end against the fault-injecting endpoint.
 s3-tests: $(CLI) $(MKMODEL)

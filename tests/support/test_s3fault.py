@@ -521,7 +521,13 @@ class TestControl(Base):
         raw_get(MAIN, "/bkt/small.txt", method="HEAD")
         raw_get(MAIN, "/bkt/small.txt", method="HEAD")
         raw_get(MAIN, "/bkt/data.bin", {"Range": "bytes=0-99"})
+        # The server counts a body's bytes once it has sent them all, which can be just
+        # after the client has read them: give its thread a moment.
+        deadline = time.time() + 2
         st = MAIN.stats()
+        while st["bytes_served"] != {"bkt/data.bin": 100} and time.time() < deadline:
+            time.sleep(0.02)
+            st = MAIN.stats()
         self.assertEqual(st["requests"], {"HEAD": 2, "GET": 1})
         self.assertEqual(st["faults"], {"error500": 1})
         self.assertEqual(st["bytes_served"], {"bkt/data.bin": 100})
