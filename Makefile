@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -102,8 +102,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -133,6 +133,18 @@ s3fault-selftest:
 s3-tests: $(CLI) $(MKMODEL)
 	tests/s3_tests.sh $(B) | tee $(B)/s3-tests.log
 
+# The credential chain end to end: moto_server as STS, tests/support/creds_server.py for
+# container credentials, IMDSv2 and a token-recording STS.
+$(B)/tests/creds_probe: $(B)/tests/creds_probe.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+creds-tests: $(B)/tests/creds_probe
+	tests/creds_tests.sh $(B) | tee $(B)/creds-tests.log
+
+# Object storage against a real S3 implementation: moto_server with authentication on.
+moto-tests: $(CLI) $(MKMODEL)
+	tests/moto_tests.sh $(B) | tee $(B)/moto-tests.log
+
 # The committed SigV4 test vectors still match what botocore computes today.
 sigv4-vectors:
 	tests/check_sigv4_vectors.sh
@@ -141,7 +153,7 @@ cli-tests: $(CLI) $(MKMODEL)
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:
-	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests
 	$(MAKE) --no-print-directory SANITIZE=thread stress
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.

@@ -69,6 +69,7 @@ typedef enum {
 	E_INITIATE_RESULT,
 	E_UPLOAD_ID,
 	E_COMPLETE_RESULT,
+	E_COMPLETE_RESPONSE, /* moto's root for the same document */
 	E_LOCATION,
 	E_WEB_IDENTITY_RESPONSE,
 	E_WEB_IDENTITY_RESULT,
@@ -120,6 +121,7 @@ static const struct {
     [E_INITIATE_RESULT] = ELEMENT_NAME("InitiateMultipartUploadResult"),
     [E_UPLOAD_ID] = ELEMENT_NAME("UploadId"),
     [E_COMPLETE_RESULT] = ELEMENT_NAME("CompleteMultipartUploadResult"),
+    [E_COMPLETE_RESPONSE] = ELEMENT_NAME("CompleteMultipartUploadResponse"),
     [E_LOCATION] = ELEMENT_NAME("Location"),
     [E_WEB_IDENTITY_RESPONSE] = ELEMENT_NAME("AssumeRoleWithWebIdentityResponse"),
     [E_WEB_IDENTITY_RESULT] = ELEMENT_NAME("AssumeRoleWithWebIdentityResult"),
@@ -278,6 +280,8 @@ static const path_rule rules[] = {
     {{E_INITIATE_RESULT, E_UPLOAD_ID}, S_UPLOAD_ID},
     {{E_COMPLETE_RESULT, E_LOCATION}, S_COMPLETE_LOCATION},
     {{E_COMPLETE_RESULT, E_ETAG}, S_COMPLETE_ETAG},
+    {{E_COMPLETE_RESPONSE, E_LOCATION}, S_COMPLETE_LOCATION},
+    {{E_COMPLETE_RESPONSE, E_ETAG}, S_COMPLETE_ETAG},
 
     {{WIR, WIS, E_CREDENTIALS}, S_CREDENTIALS},
     {{WIR, WIS, E_CREDENTIALS, E_ACCESS_KEY_ID}, S_ACCESS_KEY_ID},
@@ -879,7 +883,7 @@ static bool root_accepted(document kind, element e)
 	case DOC_INITIATE:
 		return e == E_INITIATE_RESULT;
 	case DOC_COMPLETE:
-		return e == E_COMPLETE_RESULT;
+		return e == E_COMPLETE_RESULT || e == E_COMPLETE_RESPONSE;
 	case DOC_STS:
 		return e == E_WEB_IDENTITY_RESPONSE || e == E_ASSUME_ROLE_RESPONSE;
 	}
@@ -1405,6 +1409,21 @@ int ms__s3_error_raise(const ms__s3_error *error, int http_status, const char *w
 	else if (strcmp(error->code, "AuthorizationHeaderMalformed") == 0 &&
 	         error->region[0] != '\0')
 		snprintf(hint, sizeof(hint), " (the bucket's region is %s)", error->region);
+	else if (strcmp(error->code, "AccessDenied") == 0)
+		snprintf(hint, sizeof(hint),
+		         " (without s3:ListBucket permission a missing key is also AccessDenied)");
+	else if (strcmp(error->code, "InvalidAccessKeyId") == 0)
+		snprintf(hint, sizeof(hint),
+		         " (this endpoint does not know the access key id: check "
+		         "AWS_ACCESS_KEY_ID or the profile, and the endpoint)");
+	else if (strcmp(error->code, "SignatureDoesNotMatch") == 0)
+		snprintf(hint, sizeof(hint),
+		         " (the secret key does not belong to the access key id, or a proxy "
+		         "changed the request)");
+	else if (strcmp(error->code, "ExpiredToken") == 0)
+		snprintf(hint, sizeof(hint),
+		         " (the session token has expired: renew AWS_SESSION_TOKEN or let the "
+		         "credential source refresh it)");
 	if (error->request_id[0] != '\0')
 		snprintf(request, sizeof(request), " (request id %s)", error->request_id);
 	return ms__error_set(code, "%s: %s%s%s%s%s%s", what != NULL ? what : "S3", status,

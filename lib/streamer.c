@@ -18,6 +18,8 @@
 #include "plan.h"
 #include "safetensors.h"
 #include "source.h"
+#include "model_dir.h"
+#include "source_custom.h"
 #include "source_s3.h"
 
 #define DEFAULT_CONCURRENCY 16
@@ -283,21 +285,12 @@ static int grow(void **array, size_t *capacity, size_t needed, size_t element)
 	return 0;
 }
 
-int ms_streamer_add(ms_streamer *s, const char *path)
+/* Reads the header of `src` and appends its tensors; takes ownership of `src`. */
+static int add_source(ms_streamer *s, ms__source *src, const char *path)
 {
-	ms__source *src = NULL;
 	ms__st_header *header = NULL;
 	int rc;
 
-	if (s == NULL || path == NULL)
-		return ms__error_set(MS_EINVAL, "ms_streamer_add: streamer or path is NULL");
-	if (s->started)
-		return ms__error_set(MS_ESTATE,
-		                     "%s: files cannot be added once streaming has started", path);
-	rc = ms__source_s3_handles(path) ? ms__source_s3_open(&src, path)
-	                                 : ms__source_file_open(&src, path, s->opts.direct_io);
-	if (rc < 0)
-		goto done;
 	if ((rc = load_header(&header, src)) < 0)
 		goto done;
 	if (grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
@@ -335,6 +328,55 @@ done:
 	ms__st_header_free(header);
 	ms__source_close(src);
 	return rc;
+}
+
+/* Adds every *.safetensors file of a local directory or an object-storage prefix. */
+static int add_directory(ms_streamer *s, const char *path)
+{
+	size_t files_before = s->file_count, tensors_before = s->table_count;
+	ms__model_dir dir;
+	int rc = ms__model_dir_open(&dir, path);
+
+	for (size_t i = 0; rc == 0 && i < dir.count; i++) {
+		ms__source *src = NULL;
+
+		if ((rc = ms__model_dir_source(&src, &dir, i, s->opts.direct_io)) == 0)
+			rc = add_source(s, src, dir.files[i].location);
+	}
+	ms__model_dir_free(&dir);
+	/* All or nothing: a bad shard takes the directory's other files back out. */
+	for (size_t i = files_before; rc < 0 && i < s->file_count; i++) {
+		ms__source_close(s->files[i].source);
+		ms__st_header_free(s->files[i].header);
+	}
+	if (rc < 0) {
+		s->file_count = files_before;
+		s->table_count = tensors_before;
+	}
+	return rc;
+}
+
+int ms_streamer_add(ms_streamer *s, const char *path)
+{
+	ms__source *src = NULL;
+	int rc;
+
+	if (s == NULL || path == NULL)
+		return ms__error_set(MS_EINVAL, "ms_streamer_add: streamer or path is NULL");
+	if (s->started)
+		return ms__error_set(MS_ESTATE,
+		                     "%s: files cannot be added once streaming has started", path);
+	if (ms__source_custom_handles(path))
+		rc = ms__source_custom_open(&src, path);
+	else if (ms__model_dir_is(path))
+		return add_directory(s, path);
+	else if (ms__source_s3_handles(path))
+		rc = ms__source_s3_open(&src, path);
+	else
+		rc = ms__source_file_open(&src, path, s->opts.direct_io);
+	if (rc < 0)
+		return rc;
+	return add_source(s, src, path);
 }
 
 int ms_streamer_add_many(ms_streamer *s, const char *const *paths, size_t count)

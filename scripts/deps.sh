@@ -3,19 +3,20 @@
 # Debian/Ubuntu packages through apt-get, Python packages through pip.
 #   scripts/deps.sh          build + test (what `make test` and `make demo` need)
 #   scripts/deps.sh fuzz     + clang with libFuzzer
-#   scripts/deps.sh bench    + Run:ai Model Streamer and torch (large) for `make bench`
+#   scripts/deps.sh bench    + Run:ai Model Streamer (with its S3 back end), torch (large),
+#                              nginx and curl for `make bench`
 set -euo pipefail
 
 profile=${1:-test}
 packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev clang-format valgrind
-          python3 python3-pip procps)
+          python3 python3-pip procps curl)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
 optional=(clang libclang-rt-dev)
 case "$profile" in
   test) ;;
   fuzz) packages+=("${optional[@]}"); optional=() ;;
-  bench) ;;
+  bench) packages+=(nginx curl) ;;  # the S3 rows: nginx serves the model on 127.0.0.1
   *) echo "deps.sh: unknown profile '$profile' (test, fuzz, bench)" >&2; exit 2 ;;
 esac
 
@@ -54,6 +55,9 @@ python3 -c 'import safetensors' 2>/dev/null || need_py+=(safetensors)
 python3 -c 'import numpy' 2>/dev/null || need_py+=(numpy)
 python3 -c 'import botocore' 2>/dev/null || need_py+=(botocore)
 python3 -c 'import boto3' 2>/dev/null || need_py+=(boto3)
+# The object-storage tests: moto_server (a real S3, STS and IAM) and the AWS CLI.
+python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null || need_py+=('moto[server]')
+command -v aws >/dev/null 2>&1 || need_py+=(awscli)
 if [ "$profile" = bench ]; then
   python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
   python3 -c 'import torch' 2>/dev/null || need_py+=(torch)
@@ -61,5 +65,15 @@ fi
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "deps: pip installing ${need_py[*]}"
   pip_install "${need_py[@]}"
+fi
+if [ "$profile" = bench ]; then
+  # Run:ai's S3 back end (libstreamers3.so) is loaded by the base package's libstreamer.so:
+  # install the release that matches the base package, never just the newest.
+  py_version() { python3 -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+  runai_base=$(py_version runai-model-streamer)
+  if [ -n "$runai_base" ] && [ "$(py_version runai-model-streamer-s3)" != "$runai_base" ]; then
+    echo "deps: pip installing runai-model-streamer-s3==$runai_base"
+    pip_install "runai-model-streamer-s3==$runai_base"
+  fi
 fi
 exit 0

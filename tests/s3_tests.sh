@@ -11,8 +11,10 @@ passed=0
 failed=0
 server=
 
+creds_server=
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  [ -n "$creds_server" ] && kill "$creds_server" 2>/dev/null && wait "$creds_server" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -66,6 +68,72 @@ control script '[{"action":"skew","method":"HEAD","offset_seconds":-3600,"times"
 check_same "a skewed clock on the first HEAD is corrected from the Date header"
 control script '[]'
 
+# ExpiredToken: the credentials are fetched again and the request signed again, once.
+control script '[{"action":"expired","method":"GET","times":1}]'
+check_same "ExpiredToken: the credentials are refreshed and the read signed again"
+control script '[{"action":"expired","method":"GET","times":1000}]'
+control reset '{}'
+"$cli" stream s3://models/m.safetensors --quiet --concurrency 1 >/dev/null 2>"$tmp/err"
+rc=$?
+gets=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
+if [ $rc -eq 5 ] && grep -q "ExpiredToken" "$tmp/err" && [ "$gets" -le 2 ]; then
+  pass "a token that stays expired: one refresh, no retry storm, exit 5 ($gets GETs)"
+else fail "a token that stays expired: one refresh, no retry storm, exit 5" "exit $rc, $gets GETs: $(cat "$tmp/err")"; fi
+
+# Temporary credentials from a container endpoint: refreshed before they expire, in the
+# middle of a download, and fetched again after an ExpiredToken.
+python3 tests/support/creds_server.py --port 0 --port-file "$tmp/creds-port" --container-token bearer-never-printed \
+  --key-id 'ASIAREFRESH{n}' --secret refreshed-secret-never-printed --expires-in 601 >"$tmp/creds.log" 2>&1 &
+creds_server=$!
+for _ in $(seq 50); do [ -s "$tmp/creds-port" ] && break; sleep 0.1; done
+creds_port=$(cat "$tmp/creds-port")
+echo bearer-never-printed >"$tmp/bearer"
+container=(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY
+           AWS_CONTAINER_CREDENTIALS_FULL_URI="http://127.0.0.1:$creds_port/creds"
+           AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE="$tmp/bearer" MODELSTREAM_CREDENTIALS_REFRESH_SECONDS=600)
+creds_fetches() { curl -s "http://127.0.0.1:$creds_port/__stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["container"])'; }
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.3}]'
+control reset '{}'
+got=$("${container[@]}" "$cli" stream s3://models/m.safetensors --checksum --quiet --concurrency 2 \
+  --chunk-size 1M 2>"$tmp/err" | sha256sum)
+keys=$(curl -s "http://127.0.0.1:$port/__control/requests" | grep -oE 'ASIAREFRESH[0-9]+' | sort -u | wc -l)
+if [ "$got" = "$want" ] && [ "$keys" -ge 2 ]; then
+  pass "container credentials refreshed before expiry in the middle of a download ($keys key ids signed reads)"
+else fail "container credentials refreshed before expiry in the middle of a download" "$keys key ids: $(head -c 300 "$tmp/err")"; fi
+curl -s -X POST -d '{"expires_in": 3600}' "http://127.0.0.1:$creds_port/__config" >/dev/null
+before=$(creds_fetches)
+# (Forced refreshes are at most one a second: the ExpiredToken comes 1.2 s after the fetch.)
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":1.2,"times":1},
+                 {"action":"expired","method":"GET","ranged":true,"times":1}]'
+got=$("${container[@]}" "$cli" stream s3://models/m.safetensors --checksum --quiet --concurrency 1 2>"$tmp/err" | sha256sum)
+after=$(creds_fetches)
+if [ "$got" = "$want" ] && [ $((after - before)) -eq 2 ]; then
+  pass "ExpiredToken with container credentials: one forced fetch, then the read succeeds"
+else fail "ExpiredToken with container credentials: one forced fetch, then the read succeeds" \
+  "$((after - before)) fetches: $(head -c 300 "$tmp/err")"; fi
+if grep -qE "bearer-never-printed|refreshed-secret-never-printed" "$tmp/err" "$tmp/creds.log"; then
+  fail "container tokens and secrets stay out of every message"
+else pass "container tokens and secrets stay out of every message"; fi
+control script '[]'
+
+# Retries are bounded: by attempts per request, and by the client's token budget.
+control script '[{"action":"slowdown","method":"GET","times":100000}]'
+control reset '{}'
+"$cli" stream s3://models/m.safetensors --quiet --concurrency 8 >/dev/null 2>"$tmp/err"
+rc=$?
+gets=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
+if [ $rc -eq 1 ] && grep -q "503 SlowDown after 6 attempts" "$tmp/err" && [ "$gets" -le 48 ]; then
+  pass "a store that always answers SlowDown: at most 6 attempts per read ($gets GETs, 8 readers)"
+else fail "a store that always answers SlowDown: at most 6 attempts per read" "exit $rc, $gets GETs: $(cat "$tmp/err")"; fi
+control reset '{}'
+MODELSTREAM_S3_RETRY_BUDGET=10 "$cli" stream s3://models/m.safetensors --quiet --concurrency 1 >/dev/null 2>"$tmp/err"
+rc=$?
+gets=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
+if [ $rc -eq 1 ] && grep -q "retry budget is spent" "$tmp/err" && [ "$gets" -eq 3 ]; then
+  pass "a spent retry budget stops retrying (budget 10 = two retries, $gets GETs)"
+else fail "a spent retry budget stops retrying" "exit $rc, $gets GETs: $(cat "$tmp/err")"; fi
+control script '[]'
+
 # Mixing a local path and an s3:// URL in one call.
 "$cli" stream "$model" s3://models/m.safetensors --json >"$tmp/out" 2>"$tmp/err"
 if [ $? -eq 0 ] && grep -q '"files":2' "$tmp/out"; then pass "one stream mixes a local file and s3://"
@@ -97,6 +165,9 @@ expect "a missing key exits 4 naming the URL" 4 "s3://models/none.safetensors" \
 expect "a missing bucket exits 4" 4 "s3://nobucket/m.safetensors" \
   "$cli" stream s3://nobucket/m.safetensors
 expect "no credentials exits 5 and says which variables" 5 "AWS_ACCESS_KEY_ID" \
+  env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_EC2_METADATA_DISABLED=true \
+  "$cli" stream s3://models/m.safetensors
+expect "a secret key without its key id is a usage error" 2 "AWS_ACCESS_KEY_ID" \
   env -u AWS_ACCESS_KEY_ID "$cli" stream s3://models/m.safetensors
 expect "an invalid bucket name exits 2" 2 "s3://Bad_Bucket/x" "$cli" stream s3://Bad_Bucket/x
 expect "an endpoint that refuses connections fails after retries, naming it" 1 "127.0.0.1:1" \
@@ -114,7 +185,7 @@ got=$(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_ENDPOINT_URL AWS_
 if [ "$got" = "$want" ] && curl -s "http://127.0.0.1:$port/__control/requests" | grep -q AKIDFROMPROFILE; then
   pass "keys and endpoint from profile 'dev' of the shared files"
 else fail "keys and endpoint from profile 'dev' of the shared files" "$(cat "$tmp/err")"; fi
-expect "a profile that needs a role says it is not supported yet, naming it" 1 "profile 'role'" \
+expect "a web identity profile whose token file is missing says so, naming it" 5 "profile 'role'" \
   env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_PROFILE=role \
   AWS_CONFIG_FILE="$tmp/config" AWS_SHARED_CREDENTIALS_FILE="$tmp/credentials" \
   "$cli" stream s3://models/m.safetensors

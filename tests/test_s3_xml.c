@@ -720,7 +720,9 @@ Test(s3_xml, error_documents_of_every_common_kind)
 	    {"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>"
 	     "Access Denied</Message><RequestId>656c76696e6727732072657175657374</RequestId>"
 	     "<HostId>Uuag1LuByRx9e6j5Onimru9pO4ZVKnJ2Qz7/C1NPcfTWAtRPfTaOFg==</HostId></Error>",
-	     403, "AccessDenied", MS_EACCES, "403 AccessDenied: Access Denied (request id 656c"},
+	     403, "AccessDenied", MS_EACCES,
+	     "403 AccessDenied: Access Denied (without s3:ListBucket permission a missing key is "
+	     "also AccessDenied) (request id 656c"},
 	    {"<Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided "
 	     "does not exist in our records.</Message><AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE"
 	     "</AWSAccessKeyId><RequestId>3L137</RequestId><HostId>3L137</HostId></Error>",
@@ -943,6 +945,22 @@ Test(s3_xml, complete_multipart_upload)
 	assert_error(ms__s3_complete_parse(&complete, no_etag, strlen(no_etag), WHAT), MS_EFORMAT,
 	             "ETag missing or empty");
 	cr_assert_str_eq(complete.location, "", "cleared on failure");
+}
+
+/* moto answers with the root CompleteMultipartUploadResponse; the fields are the same. */
+Test(s3_xml, complete_with_motos_root)
+{
+	static const char moto[] =
+	    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<CompleteMultipartUploadResponse "
+	    "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Location>http://models.s3."
+	    "amazonaws.com/t</Location><Bucket>models</Bucket><Key>t</Key><ETag>\"cb8d7289925309a0"
+	    "5b2db09b7709c264-1\"</ETag></CompleteMultipartUploadResponse>";
+	ms__s3_complete complete;
+
+	cr_assert_eq(ms__s3_complete_parse(&complete, moto, strlen(moto), WHAT), 0, "%s",
+	             ms_error_last()->message);
+	cr_assert_str_eq(complete.etag, "\"cb8d7289925309a05b2db09b7709c264-1\"");
+	cr_assert_str_eq(complete.location, "http://models.s3.amazonaws.com/t");
 }
 
 Test(s3_xml, complete_that_failed_after_its_200)

@@ -986,3 +986,110 @@ Test(streamer, allocation_failure_while_parsing_is_enomem)
 	}
 	cr_assert_eq(rc, 0);
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Model directories                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Streams everything `s` holds into one checksum-like fold of names and bytes. */
+static uint64_t fold_all(ms_streamer *s)
+{
+	const ms_tensor *t;
+	uint64_t h = 1469598103934665603ull;
+	int rc;
+
+	while ((rc = ms_streamer_next(&t, s)) == 0) {
+		for (const char *c = t->name; *c != '\0'; c++)
+			h = (h ^ (unsigned char)*c) * 1099511628211ull;
+		for (size_t i = 0; i < t->size; i++)
+			h = (h ^ ((const unsigned char *)t->data)[i]) * 1099511628211ull;
+	}
+	cr_assert_eq(rc, MS_ITER_END, "%s", ms_error_last()->message);
+	return h;
+}
+
+Test(streamer, a_directory_streams_its_weights_in_name_order)
+{
+	stgen_spec a = small_spec(71), b = small_spec(72);
+	char dir[4096], pa[4096], pb[4096], other[4096];
+	ms_streamer *from_dir, *from_files;
+
+	tu_path(dir, sizeof(dir), "model");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	/* Written in the opposite order to their names: readdir order must not matter. */
+	write_model(pb, sizeof(pb), "model/model-00002-of-00002.safetensors", &b);
+	write_model(pa, sizeof(pa), "model/model-00001-of-00002.safetensors", &a);
+	tu_path(other, sizeof(other), "model/config.json");
+	tu_write_file(other, "{}", 2);
+	tu_path(other, sizeof(other), "model/sub");
+	cr_assert_eq(mkdir(other, 0755), 0);
+	tu_path(other, sizeof(other), "model/.hidden.safetensors");
+	tu_write_file(other, "junk", 4);
+
+	cr_assert_eq(ms_streamer_new(&from_dir, NULL), 0);
+	cr_assert_eq(ms_streamer_new(&from_files, NULL), 0);
+	cr_assert_eq(ms_streamer_add(from_dir, dir), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_streamer_add(from_files, pa), 0);
+	cr_assert_eq(ms_streamer_add(from_files, pb), 0);
+	cr_assert_eq(ms_streamer_file_count(from_dir), 2);
+	cr_assert_eq(fold_all(from_dir), fold_all(from_files));
+	ms_streamer_free(from_dir);
+	ms_streamer_free(from_files);
+}
+
+Test(streamer, a_directory_with_a_bad_shard_adds_nothing)
+{
+	stgen_spec a = small_spec(73), keep = small_spec(74);
+	char dir[4096], path[4096], bad[4096];
+	ms_streamer *s;
+
+	write_model(path, sizeof(path), "kept.safetensors", &keep);
+	tu_path(dir, sizeof(dir), "broken");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	write_model(bad, sizeof(bad), "broken/a.safetensors", &a);
+	tu_path(bad, sizeof(bad), "broken/b.safetensors");
+	tu_write_file(bad, "not safetensors at all", 22);
+	cr_assert_eq(ms_streamer_new(&s, NULL), 0);
+	cr_assert_eq(ms_streamer_add(s, path), 0);
+	assert_unchanged(s, 1, ms_streamer_tensor_count(s));
+	cr_assert_eq(ms_streamer_add(s, dir), MS_EFORMAT);
+	cr_assert(strstr(ms_error_last()->message, "b.safetensors") != NULL, "%s",
+	          ms_error_last()->message);
+	cr_assert_eq(ms_streamer_file_count(s), 1, "the good shard was taken out again");
+	fold_all(s); /* the streamer still works */
+	ms_streamer_free(s);
+}
+
+Test(streamer, a_directory_under_allocation_failures_fails_cleanly)
+{
+	stgen_spec a = small_spec(75), b = small_spec(76);
+	char dir[4096], path[4096];
+	long n;
+	int rc = -1;
+
+	tu_path(dir, sizeof(dir), "walk");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	write_model(path, sizeof(path), "walk/a.safetensors", &a);
+	write_model(path, sizeof(path), "walk/b.safetensors", &b);
+	for (n = 1; n < 100000; n++) {
+		ms_streamer *s = NULL;
+		long before;
+
+		cr_assert_eq(ms_streamer_new(&s, NULL), 0);
+		before = ms__alloc_count();
+		ms__alloc_fail_at(n, 0);
+		rc = ms_streamer_add(s, dir);
+		ms__alloc_fail_at(0, 0);
+		if (rc != 0)
+			cr_assert_eq(ms_streamer_file_count(s), 0,
+			             "allocation %ld: half a directory", n);
+		ms_streamer_free(s);
+		if (rc == 0 && ms__alloc_count() - before < n)
+			break;
+		if (rc != 0)
+			cr_assert(rc == MS_ENOMEM || rc == MS_EFORMAT, "allocation %ld: rc %d: %s",
+			          n, rc, ms_error_last()->message);
+	}
+	cr_assert_eq(rc, 0);
+	cr_assert_eq(tu_leaks_found(), 0, "a failed allocation leaked (see the report above)");
+}

@@ -55,5 +55,9 @@ const char *cli_format_bytes(char *buf, size_t size, uint64_t bytes);
 
 int cmd_inspect(int argc, char **argv);
 int cmd_stream(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_exists(int argc, char **argv);
+int cmd_push(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
 
 #endif

@@ -16,6 +16,11 @@ static const char usage[] =
     "Commands:\n"
     "  inspect PATH [--json]     show a file's tensor table, dtypes, sizes and metadata\n"
     "  stream PATH... [OPTIONS]  stream tensors into host memory; report throughput\n"
+    "  ls URL [--recursive]      list the objects under an s3:// or gs:// prefix\n"
+    "  exists LOCATION           say whether an object, prefix or path exists\n"
+    "  push LOCAL URL            upload a file or a model directory (multipart, parallel)\n"
+    "  doctor LOCATION           show the endpoint, region, addressing and credential\n"
+    "                            source a location resolves to, and why; then try it\n"
     "  help [COMMAND]            show help for a command\n"
     "  version                   print the version\n"
     "\n"
@@ -28,8 +33,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"inspect", cmd_inspect},
-    {"stream", cmd_stream},
+    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},
+    {"exists", cmd_exists},   {"push", cmd_push},     {"doctor", cmd_doctor},
 };
 
 static int print_usage(FILE *out)

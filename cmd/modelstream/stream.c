@@ -24,7 +24,9 @@ static const char stream_usage[] =
     "Usage: modelstream stream PATH... [OPTIONS]\n"
     "\n"
     "Streams the tensors of the safetensors files PATH... into host memory, in file\n"
-    "order, and reports throughput and time to first tensor on stderr.\n"
+    "order, and reports throughput and time to first tensor on stderr. A PATH may be a\n"
+    "local file, an s3:// or gs:// object, or a model directory (a local directory or a\n"
+    "prefix ending in '/'), whose *.safetensors files are streamed in name order.\n"
     "\n"
     "Options:\n"
     "  -c, --concurrency N     parallel reads, 1-256 (default 16)\n"
@@ -37,6 +39,8 @@ static const char stream_usage[] =
     "      --checksum          print '<sha256>  <name>' for every tensor on stdout\n"
     "      --json              print a JSON summary on stdout instead of the text one\n"
     "  -q, --quiet             no summary\n"
+    "  -v, --verbose           first say how each PATH is reached: endpoint, region,\n"
+    "                          addressing and credential source, and why (no secrets)\n"
     "  -h, --help              show this help\n"
     "\n"
     "Environment (flags win): RUNAI_STREAMER_CONCURRENCY, RUNAI_STREAMER_MEMORY_LIMIT,\n"
@@ -179,6 +183,7 @@ typedef struct {
 	int checksum;
 	int json;
 	int quiet;
+	int verbose;
 } stream_args;
 
 static int parse_args(stream_args *a, int argc, char **argv)
@@ -193,6 +198,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	    {"checksum", no_argument, NULL, 'x'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
+	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -203,7 +209,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 		return cli_usage_error("%s", ms_error_last()->message);
 	optind = 1;
 	opterr = 0; /* our own one-line messages instead of getopt's */
-	while ((c = getopt_long(argc, argv, "c:m:s:qh", options, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:m:s:qvh", options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (cli_parse_uint(&a->opts.concurrency, optarg, 1, 256) != 0)
@@ -261,6 +267,9 @@ static int parse_args(stream_args *a, int argc, char **argv)
 		case 'q':
 			a->quiet = 1;
 			break;
+		case 'v':
+			a->verbose = 1;
+			break;
 		case 'h':
 			fputs(stream_usage, stdout);
 			fputs(cli_exit_codes_help, stdout);
@@ -314,6 +323,12 @@ int cmd_stream(int argc, char **argv)
 	 * headers are read, so that an interrupt there also ends in a clean cancel. */
 	pthread_sigmask(SIG_BLOCK, &watch.signals, NULL);
 	watching = pthread_create(&watcher, NULL, watch_signals, &watch) == 0;
+	for (int i = optind; a.verbose && i < argc; i++) {
+		char text[4096];
+
+		ms_explain(argv[i], text, sizeof(text));
+		fputs(text, stderr);
+	}
 	if ((rc = ms_streamer_add_many(watch.streamer, (const char *const *)argv + optind,
 	                               (size_t)(argc - optind))) < 0) {
 		rc = cli_fail(rc);

@@ -386,6 +386,153 @@ MS_EXTERN void ms_streamer_stats(ms_stats *out, const ms_streamer *s);
  */
 MS_EXTERN void ms_streamer_free(ms_streamer *s);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Object storage: listing, existence, uploads                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/*
+ * Locations are local paths or URLs: "s3://bucket/key" (AWS S3 and S3-compatible stores),
+ * "gs://bucket/key" (Google Cloud Storage through its S3 interface), or a scheme of a
+ * back end registered with ms_backend_register(). A URL whose key is empty or ends in '/'
+ * is a prefix: a directory of objects. Credentials, endpoint and region come from the
+ * environment and the AWS shared files, as the AWS CLI finds them (see the README).
+ */
+
+/** One object (or, in a listing that is not recursive, one sub-prefix). */
+typedef struct {
+	const char *location;      /**< the full URL of the object, "s3://bucket/dir/file" */
+	const char *name;          /**< its key relative to the listed prefix, "file" or "sub/" */
+	uint64_t size;             /**< bytes; 0 for a sub-prefix */
+	const char *etag;          /**< as the store sent it, quotes kept; NULL if none */
+	const char *last_modified; /**< "2026-11-25T21:00:00.000Z"; NULL if none */
+	int is_prefix;             /**< 1 for a sub-prefix ("sub/"): non-recursive listings only */
+} ms_object;
+
+/**
+ * Called once per object, in key order. Return 0 to go on; anything else stops the listing
+ * and is returned by ms_list().
+ */
+typedef int (*ms_list_fn)(const ms_object *object, void *payload);
+
+/** ms_list() flags. */
+enum {
+	MS_LIST_RECURSIVE = 1, /**< every object under the prefix, not only its direct children */
+};
+
+/**
+ * Lists the objects under `prefix_url` ("s3://bucket/dir/", "s3://bucket"), following
+ * every page of ListObjectsV2. Without MS_LIST_RECURSIVE, objects in sub-prefixes are
+ * reported once per sub-prefix with is_prefix set, as `aws s3 ls` shows "PRE sub/".
+ * @return 0; what `fn` returned when it stopped; MS_EINVAL (not a prefix URL; a URL that
+ *         names an object must end in '/' to be listed); MS_ENOTFOUND (no such bucket);
+ *         MS_EACCES; MS_EIO; MS_EFORMAT (a listing that does not parse); MS_ENOMEM.
+ */
+MS_EXTERN int ms_list(const char *prefix_url, int flags, ms_list_fn fn, void *payload);
+
+/**
+ * Says whether `location` (a local path or an object URL) exists, and its size.
+ * @param exists  set to 1 or 0.
+ * @param size    if not NULL, the size in bytes when it exists.
+ * @return 0 whether or not it exists; an error only when the answer is unknown (MS_EACCES:
+ *         permission denied, which S3 also answers for a missing key without ListBucket;
+ *         MS_EIO; MS_EINVAL).
+ */
+MS_EXTERN int ms_exists(const char *location, int *exists, uint64_t *size);
+
+/**
+ * Explains how `location` would be reached, one "name: value (why)" line each: for
+ * object storage the endpoint, region, addressing style, TLS and CA bundle, and the
+ * credential source (walking the chain, which may ask STS or a metadata endpoint), never a
+ * secret; for a local path, that it is one. Sends no request to the store itself.
+ * Writes at most `size` bytes into `out`, NUL-terminated.
+ * @return 0; the error of resolving the URL or the credentials (the lines resolved before
+ *         it are written all the same, with "credentials: error: <message>").
+ */
+MS_EXTERN int ms_explain(const char *location, char *out, size_t size);
+
+/** Called as an upload progresses: `done` of `total` bytes of `location` are stored. */
+typedef void (*ms_push_progress_fn)(const char *location, uint64_t done, uint64_t total,
+                                    void *payload);
+
+#define MS_PUSH_OPTIONS_VERSION 1
+
+/** Options of ms_push(). Start from MS_PUSH_OPTIONS_INIT or ms_push_options_init(). */
+typedef struct {
+	int version;                  /**< MS_PUSH_OPTIONS_VERSION */
+	int concurrency;              /**< parts in flight at once; 0: 8 */
+	uint64_t part_size;           /**< bytes per multipart part; 0: 16 MiB; at least 5 MiB */
+	ms_push_progress_fn progress; /**< NULL for none; called from the uploading threads */
+	void *progress_payload;
+} ms_push_options;
+
+#define MS_PUSH_OPTIONS_INIT                              \
+	{                                                 \
+		MS_PUSH_OPTIONS_VERSION, 0, 0, NULL, NULL \
+	}
+
+/** Sets `opts` to the defaults. */
+MS_EXTERN void ms_push_options_init(ms_push_options *opts);
+
+/**
+ * Uploads the local file or directory `local` to `url`. A file goes to the object `url`
+ * names, or, when `url` ends in '/', to url + its base name. A directory goes, recursively,
+ * to the prefix `url` (which must end in '/'), each file under its relative path: a model
+ * directory with its weights, config and tokenizer. Files larger than a part are sent as
+ * a multipart upload with `concurrency` parts in flight, each part signed with its SHA-256
+ * so the store verifies every byte; a failed upload is aborted, leaving no parts behind.
+ * @return 0; MS_ENOTFOUND/MS_EACCES for the local side or the bucket; MS_EINVAL; MS_EIO;
+ *         MS_ENOMEM. The message names the file and the URL.
+ */
+MS_EXTERN int ms_push(const char *local, const char *url, const ms_push_options *opts);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Back ends of your own                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+#define MS_BACKEND_VERSION 1
+
+/**
+ * A source of bytes for locations "SCHEME://...": register one to stream from a store the
+ * library does not know, without patching it. Every function returns 0 or an MS_E* code;
+ * on failure it may call ms_error_raise() to give the message (otherwise the library
+ * writes one naming the location and the code).
+ */
+typedef struct {
+	int version;        /**< MS_BACKEND_VERSION */
+	const char *scheme; /**< "myfs" for "myfs://..."; letters, digits, '+', '-', '.' */
+	/** Opens `location`, setting *handle and *size (bytes). */
+	int (*open)(void *data, const char *location, void **handle, uint64_t *size);
+	/**
+	 * Copies bytes [offset, offset + length) into dst; length never runs past the size.
+	 * Called from several threads at once on one handle.
+	 */
+	int (*read)(void *handle, void *dst, uint64_t offset, size_t length);
+	/** Releases the handle. */
+	void (*close)(void *handle);
+	void *data; /**< passed to open */
+} ms_backend;
+
+/**
+ * Registers `backend` (the struct is copied; `data` and the functions must stay valid until
+ * it is unregistered). Up to 16 schemes.
+ * @return 0; MS_EINVAL for a bad struct or scheme, or "s3", "gs" or "file", which are
+ *         built in; MS_ESTATE if the scheme is registered already; MS_ELIMIT when full.
+ */
+MS_EXTERN int ms_backend_register(const ms_backend *backend);
+
+/** Removes the back end of `scheme`. Returns 0 or MS_ENOTFOUND. Not while it is in use. */
+MS_EXTERN int ms_backend_unregister(const char *scheme);
+
+/**
+ * Sets the calling thread's last error to `code` and a printf-style message, and returns
+ * `code`: for back ends to explain a failure ("myfs://x: server said no").
+ */
+MS_EXTERN int ms_error_raise(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif
