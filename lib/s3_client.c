@@ -32,6 +32,7 @@
 #define BACKOFF_CAP_MS        5000
 #define DEFAULT_STALL_SECONDS 20
 #define EXTRA_HEADERS_MAX     4
+#define RECV_BUFFER           (512L * 1024)
 
 struct ms__s3_client {
 	char *url; /* as the user gave it, for messages */
@@ -215,6 +216,24 @@ static bool retryable_curl(CURLcode cc)
 		return true;
 	default:
 		return false;
+	}
+}
+
+/* What to check, for the failures a setting causes rather than the network. */
+static const char *curl_hint(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return ": check the endpoint's host name and the DNS of this machine";
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		return ": the server's certificate is not trusted; for a private CA set "
+		       "AWS_CA_BUNDLE (or ca_bundle in the profile) to its PEM file";
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_URL_MALFORMAT:
+		return ": check the endpoint URL";
+	default:
+		return "";
 	}
 }
 
@@ -423,6 +442,11 @@ static int perform(ms__s3_client *c, const prepared *p, attempt *a, bool force_r
 	curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, a);
 	curl_easy_setopt(a->curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(a->curl, CURLOPT_HEADERDATA, a);
+	/* Bodies bound for the arena: a large receive buffer means one recv() and one write
+	 * callback per 512 KiB instead of per 16 KiB. Measured on loopback from nginx: 1.2 GB/s
+	 * with curl's default, 2.0-2.2 GB/s with this, with half the system time. */
+	if (req->dst != NULL)
+		curl_easy_setopt(a->curl, CURLOPT_BUFFERSIZE, RECV_BUFFER);
 	curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(a->curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(a->curl, CURLOPT_LOW_SPEED_TIME, c->stall_seconds);
@@ -558,9 +582,9 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 			break;
 		}
 		if (rc < 0 && !retryable_curl(cc)) {
-			rc = ms__error_set(MS_EIO, "%s: %s (endpoint %s, from %s)", what,
+			rc = ms__error_set(MS_EIO, "%s: %s (endpoint %s, from %s)%s", what,
 			                   curl_easy_strerror(cc), c->loc.endpoint,
-			                   c->loc.endpoint_why);
+			                   c->loc.endpoint_why, curl_hint(cc));
 			break;
 		}
 		/* Retryable. Progress made by a cut transfer resets the count of failures. */

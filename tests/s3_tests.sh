@@ -173,6 +173,22 @@ expect "an invalid bucket name exits 2" 2 "s3://Bad_Bucket/x" "$cli" stream s3:/
 expect "an endpoint that refuses connections fails after retries, naming it" 1 "127.0.0.1:1" \
   env AWS_ENDPOINT_URL=http://127.0.0.1:1 "$cli" stream s3://models/m.safetensors
 
+# TLS: certificates are verified; a private CA is trusted through AWS_CA_BUNDLE.
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -days 2 -keyout "$tmp/tls.key" -out "$tmp/tls.pem" >/dev/null 2>&1
+python3 tests/support/s3fault.py --root "$tmp/root" --port 0 --port-file "$tmp/tls-port" --require-auth \
+  --etag stat --tls-cert "$tmp/tls.pem" --tls-key "$tmp/tls.key" >"$tmp/tls.log" 2>&1 &
+tls_server=$!
+for _ in $(seq 50); do [ -s "$tmp/tls-port" ] && break; sleep 0.1; done
+tls_url=https://127.0.0.1:$(cat "$tmp/tls-port")
+expect "an untrusted certificate fails at once, naming AWS_CA_BUNDLE" 1 "AWS_CA_BUNDLE" \
+  env AWS_ENDPOINT_URL="$tls_url" "$cli" stream s3://models/m.safetensors
+got=$(AWS_ENDPOINT_URL="$tls_url" AWS_CA_BUNDLE="$tmp/tls.pem" "$cli" stream s3://models/m.safetensors \
+  --checksum --quiet 2>"$tmp/err" | sha256sum)
+[ "$got" = "$want" ] && pass "https with a private CA from AWS_CA_BUNDLE streams the same bytes" ||
+  fail "https with a private CA from AWS_CA_BUNDLE streams the same bytes" "$(head -c 300 "$tmp/err")"
+kill "$tls_server" 2>/dev/null; wait "$tls_server" 2>/dev/null
+
 # Credentials and endpoint from a profile in the shared files, none in the environment.
 printf '[dev]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret-never-printed\n' \
   >"$tmp/credentials"

@@ -9,8 +9,13 @@
      peak RSS can be read from os.wait4 (ru_maxrss); the kernel counts in it, as a maximum, the
      peak of the harness the child was forked from, so a trivial child is run after each run
      to measure that floor and a figure no higher than it is shown as an upper bound ("<=");
-  3. prints a table (best and median GB/s, time to first tensor, peak RSS, ratio to memcpy) and
-     the target ratios, and writes everything to bench-data/results.json.
+  3. prints a table (best and median GB/s, time to first tensor, peak RSS, CPU seconds per GB,
+     ratio to memcpy) and the target ratios, and writes everything to bench-data/results.json.
+
+The S3 rows (group "s3", `--only s3` selects them all) read the same file through Debian's nginx
+on 127.0.0.1 (s3_bench.py): N parallel curls of 1/N of it each (the transport limit), modelstream
+and Run:ai's S3 back end on s3://models/KEY. nginx is started before the first of them and
+stopped at the end, also on Ctrl-C, SIGTERM or an error.
 
 "Hot" runs find the whole file in the page cache: residency is checked with fincore(1) right
 before each one and the file is read through once, untimed, when pages are missing (our VMs page
@@ -29,6 +34,8 @@ import contextlib
 import dataclasses
 import datetime
 import fnmatch
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -42,6 +49,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Iterator, Optional
+
+import s3_bench  # sibling module: the nginx S3 endpoint
+from benchutil import data_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / "tests" / "bench"
@@ -83,9 +93,19 @@ class Row:
     hugepages: bool = False     # run while --hugepages N huge pages are reserved
     devnull_stdout: bool = False  # the command's output is the data itself (cat)
     memory_limit: Optional[int] = None
+    group: str = "local"        # "s3": needs the nginx endpoint; `--only s3` selects the group
+    env: Optional[dict] = None  # the child's environment (None: the harness's own)
+    # Several commands run at once, as one measurement (curl-parallel-N): the figure is the file
+    # over the time from the first start to the last exit; CPU is their sum; peak RSS the
+    # largest single process's (their sum is in each run as peak_rss_sum_bytes).
+    parallel: Optional[list[list[str]]] = None
+    parallel_lengths: Optional[list[int]] = None  # bytes each of them must download
+    server: Optional[object] = None  # an NginxS3 whose CPU time is recorded for each run
+    cpu: bool = True            # CPU seconds per GB means something (not for memcpy_bench)
     runs: list[dict] = dataclasses.field(default_factory=list)
     skipped: Optional[str] = None
     failed: bool = False
+    error: Optional[str] = None  # why the row failed before any run (nginx did not start)
 
     def ok_runs(self) -> list[dict]:
         return [run for run in self.runs if run["ok"]]
@@ -127,6 +147,10 @@ def fmt_seconds(value: Optional[float]) -> str:
     if value is None:
         return "-"
     return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def fmt_cpu(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def fmt_mib(value: Optional[int]) -> str:
@@ -304,16 +328,71 @@ def last_json_line(text: str) -> Optional[dict]:
     return None
 
 
+def add_cpu(run: dict, user: float, system: float) -> None:
+    """Records a run's CPU time (user + system of the child and its waited-for descendants, as
+    os.wait4 reports it) and its cost per 10^9 bytes delivered."""
+    run["cpu_user_seconds"] = round(user, 6)
+    run["cpu_system_seconds"] = round(system, 6)
+    delivered = run.get("bytes")
+    if run["ok"] and delivered:
+        run["cpu_seconds_per_gb"] = (user + system) / (delivered / 1e9)
+        if run.get("wall_seconds"):
+            run["cpu_cores"] = (user + system) / run["wall_seconds"]
+
+
+def machine_cpu_seconds() -> tuple[Optional[float], Optional[float]]:
+    """CPU seconds the whole machine has been busy (user, nice, system, irq, softirq; not idle,
+    iowait or steal), and of that the irq and softirq time, from /proc/stat. The first counts
+    everything, including other processes; the second is mostly the loopback network's packet
+    processing, which no process's own CPU time includes."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None, None
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, (irq + softirq) / ticks
+
+
+def cpu_snapshot(row: Row) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(server, machine, irq) CPU seconds so far, for rows that run against a server."""
+    if row.server is None:
+        return None, None, None
+    return (row.server.cpu_seconds(), *machine_cpu_seconds())
+
+
+def add_server_cpu(run: dict, before: tuple, after: tuple) -> None:
+    """The server's CPU time during the run (nginx's master and workers, from /proc), how many
+    cores the whole machine kept busy, how many went to interrupts (loopback softirq), and what
+    is left for other processes: a run on a busy machine shows it there."""
+    for index, key in enumerate(("server_cpu", "machine_cpu", "irq_cpu")):
+        if before[index] is None or after[index] is None:
+            continue
+        spent = after[index] - before[index]
+        run[f"{key}_seconds"] = round(spent, 6)
+        if run["ok"] and run.get("bytes"):
+            run[f"{key}_seconds_per_gb"] = spent / (run["bytes"] / 1e9)
+            run[f"{key}_cores"] = spent / run["wall_seconds"]
+    parts = ("cpu_cores", "server_cpu_cores", "irq_cpu_cores")
+    if run.get("machine_cpu_cores") is not None and all(run.get(k) is not None for k in parts):
+        run["other_cpu_cores"] = max(0.0, run["machine_cpu_cores"]
+                                     - sum(run[k] for k in parts))
+
+
 def run_once(row: Row, file_bytes: int) -> dict:
-    """Runs row.argv as a child process and returns what it reported, its wall time and its peak
-    RSS. os.wait4 reaps the child itself, because it is the only call that hands back the
-    child's own rusage (subprocess's wait would discard it)."""
+    """Runs row.argv as a child process and returns what it reported, its wall time, its CPU
+    time and its peak RSS. os.wait4 reaps the child itself, because it is the only call that
+    hands back the child's own rusage (subprocess's wait would discard it)."""
+    if row.parallel is not None:
+        return run_parallel(row, file_bytes)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        server_before = cpu_snapshot(row)
         started = time.perf_counter()
         try:
             proc = subprocess.Popen(row.argv, cwd=REPO, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL if row.devnull_stdout else out,
-                                    stderr=err)
+                                    stderr=err, env=row.env)
         except OSError as error:  # a binary that is missing or not executable
             return {"ok": False, "exit_code": None, "error": str(error), "stderr_tail": "",
                     "peak_rss_bytes": None, "gbps": None, "seconds": None,
@@ -342,6 +421,7 @@ def run_once(row: Row, file_bytes: int) -> dict:
                 reaped = True
             timer.cancel()
         wall = time.perf_counter() - started
+        server_after = cpu_snapshot(row)
         proc.returncode = os.waitstatus_to_exitcode(status)  # tells Popen the child is reaped
 
         out.seek(0)
@@ -364,9 +444,96 @@ def run_once(row: Row, file_bytes: int) -> dict:
             run["report"] = report
             for key in ("bytes", "seconds", "gbps", "ttft_seconds"):
                 run[key] = report.get(key)
+    add_cpu(run, usage.ru_utime, usage.ru_stime)
+    add_server_cpu(run, server_before, server_after)
     if not run["ok"]:
         run["stderr_tail"] = stderr[-2000:]
         run["stdout_tail"] = stdout[-500:]
+    return run
+
+
+def run_parallel(row: Row, file_bytes: int) -> dict:
+    """Runs every command of row.parallel at once (curl-parallel-N), each reaped with os.wait4
+    for its own rusage. The figure is the file's size over the time from the first start to
+    the last exit; CPU is the sum over the processes; peak RSS the largest single one (the sum
+    is recorded too). Each command prints "HTTP_CODE BYTES" (curl -w), which must be 206 and
+    the length of its range."""
+    procs: list[subprocess.Popen] = []
+    lock = threading.Lock()
+    reaped: set[int] = set()
+
+    def kill_unreaped() -> None:
+        with lock:
+            for proc in procs:
+                if proc.pid not in reaped:
+                    with contextlib.suppress(OSError):
+                        os.kill(proc.pid, signal.SIGKILL)
+
+    usages = []
+    statuses = []
+    server_before = cpu_snapshot(row)
+    started = time.perf_counter()
+    timer = threading.Timer(RUN_TIMEOUT_SECONDS, kill_unreaped)
+    try:
+        try:
+            for argv in row.parallel:
+                procs.append(subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                              env=row.env))
+        except OSError as error:
+            kill_unreaped()
+            for proc in procs:
+                os.wait4(proc.pid, 0)
+                reaped.add(proc.pid)
+                proc.returncode = -signal.SIGKILL
+            return {"ok": False, "exit_code": None, "error": str(error), "stderr_tail": "",
+                    "peak_rss_bytes": None, "gbps": None, "seconds": None,
+                    "ttft_seconds": None}
+        timer.start()
+        for proc in procs:  # reaped by pid: a wait for any child could reap nginx
+            _, status, usage = os.wait4(proc.pid, 0)
+            with lock:
+                reaped.add(proc.pid)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            statuses.append(proc.returncode)
+            usages.append(usage)
+        wall = time.perf_counter() - started
+    except BaseException:
+        kill_unreaped()
+        for proc in procs:
+            if proc.pid not in reaped:
+                with contextlib.suppress(OSError):
+                    os.wait4(proc.pid, 0)
+                reaped.add(proc.pid)
+                proc.returncode = -signal.SIGKILL
+        raise
+    finally:
+        timer.cancel()
+    server_after = cpu_snapshot(row)
+
+    problems = []
+    for index, proc in enumerate(procs):
+        stdout = proc.stdout.read().decode("utf-8", "replace").strip()
+        stderr = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.stdout.close()
+        proc.stderr.close()
+        expected = row.parallel_lengths[index] if row.parallel_lengths else None
+        if proc.returncode != 0:
+            problems.append(f"#{index} exit {proc.returncode}: {stderr[-300:]}")
+        elif expected is not None and stdout != f"206 {expected}":
+            problems.append(f"#{index} answered '{stdout}', expected '206 {expected}'")
+    rss = [usage.ru_maxrss * 1024 for usage in usages]
+    run = {"ok": not problems, "exit_code": next((code for code in statuses if code), 0),
+           "wall_seconds": round(wall, 6), "peak_rss_bytes": max(rss),
+           "peak_rss_sum_bytes": sum(rss), "processes": len(procs),
+           "bytes": file_bytes, "seconds": wall, "gbps": file_bytes / wall / 1e9,
+           "ttft_seconds": None}
+    add_cpu(run, sum(usage.ru_utime for usage in usages),
+            sum(usage.ru_stime for usage in usages))
+    add_server_cpu(run, server_before, server_after)
+    if problems:
+        run["error"] = "; ".join(problems[:4])
+        run["stderr_tail"] = ""
     return run
 
 
@@ -374,8 +541,11 @@ def run_once(row: Row, file_bytes: int) -> dict:
 # The rows
 
 
-def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path) -> list[Row]:
-    """Every row, in the order they run: hot ones first, then the ones that drop the cache."""
+def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path,
+              server: Optional[s3_bench.NginxS3]) -> list[Row]:
+    """Every row, in the order they run: hot ones first (local, then S3), then the ones that drop
+    the cache. server is the (not yet started) nginx endpoint of the S3 rows, None when nginx
+    is missing."""
     file_bytes = model.stat().st_size
     modelstream = str(build / "modelstream")
     python = sys.executable
@@ -394,11 +564,11 @@ def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path) 
     rows = [
         Row("memcpy", f"memcpy of the file's size in 8 MiB pieces, {threads} thread(s), into "
             "prefaulted huge-page memory: the limit", [str(memcpy), "--threads", str(threads),
-                                                      str(file_bytes)]),
+                                                      str(file_bytes)], cpu=False),
     ]
     if threads > 1:
         rows.append(Row("memcpy-1thread", "the same with one thread",
-                        [str(memcpy), "--threads", "1", str(file_bytes)]))
+                        [str(memcpy), "--threads", "1", str(file_bytes)], cpu=False))
     rows += [
         Row("cat-hot", "cat FILE > /dev/null, file in page cache (read(2), 128 KiB buffer)",
             ["cat", str(model)], devnull_stdout=True),
@@ -423,6 +593,9 @@ def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path) 
         Row("safetensors-pread-hot", "Python safetensors safe_open(backend=\"pread\")",
             [python, str(BENCH_DIR / "safetensors_bench.py"), str(model), "--backend",
              "pread"]),
+    ]
+    rows += make_s3_rows(args, build, model, server)
+    rows += [
         Row("cat-cold", "cat FILE > /dev/null after dropping the page cache",
             ["cat", str(model)], cold=True, devnull_stdout=True),
         Row("modelstream-cold", "modelstream stream, unlimited, after dropping the page cache",
@@ -437,17 +610,125 @@ def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path) 
     return rows
 
 
+def s3_skip_reasons(server: Optional[s3_bench.NginxS3]) -> tuple[Optional[str], Optional[str],
+                                                                   Optional[str]]:
+    """Why the S3 rows cannot run here: (all of them, curl's, Run:ai's); None where they can."""
+    every = None if server is not None else \
+        "nginx not found (scripts/deps.sh bench installs Debian's nginx)"
+    curl = None if shutil.which("curl") else "curl not found (scripts/deps.sh bench installs it)"
+    runai = None
+    if importlib.util.find_spec("runai_model_streamer") is None:
+        runai = "runai-model-streamer is not installed (scripts/deps.sh bench)"
+    elif importlib.util.find_spec("runai_model_streamer_s3") is None:
+        runai = ("runai-model-streamer-s3 is not installed (scripts/deps.sh bench installs the "
+                 "version matching runai-model-streamer)")
+    else:
+        try:
+            base = importlib.metadata.version("runai-model-streamer")
+            s3 = importlib.metadata.version("runai-model-streamer-s3")
+        except importlib.metadata.PackageNotFoundError as error:
+            base = s3 = None
+            runai = f"cannot tell the Run:ai package versions: {error}"
+        if base is not None and base != s3:
+            # libstreamers3.so is loaded by the base package's libstreamer.so: a mismatch is
+            # an ABI gamble, not a measurement.
+            runai = (f"runai-model-streamer {base} and runai-model-streamer-s3 {s3} differ; "
+                     f"install runai-model-streamer-s3=={base}")
+    return every, curl, runai
+
+
+def memory_available() -> Optional[int]:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def make_s3_rows(args: argparse.Namespace, build: Path, model: Path,
+                 server: Optional[s3_bench.NginxS3]) -> list[Row]:
+    """The S3 rows: the file served by nginx on 127.0.0.1 as s3://models/KEY (s3_bench.py)."""
+    file_bytes = model.stat().st_size
+    modelstream = str(build / "modelstream")
+    python = sys.executable
+    conc = args.concurrency
+    limit = args.memory_limit
+    every, curl_skip, runai_skip = s3_skip_reasons(server)
+    key = s3_bench.object_key(model)
+    url = server.s3_url if server is not None else f"s3://{s3_bench.BUCKET}/{key}"
+    http_url = server.http_url if server is not None else f"http://127.0.0.1/models/{key}"
+    env = server.client_env() if server is not None else None
+    # An unlimited run holds the whole file; leave a GiB for everything else.
+    available = memory_available()
+    unlimited_skip = None
+    if available is not None and available < file_bytes + GIB:
+        unlimited_skip = (f"an unlimited run needs the file's {file_bytes / GIB:.1f} GiB and "
+                          f"{available / GIB:.1f} GiB are available")
+
+    def ms(limit_bytes: int, concurrency: int = conc) -> list[str]:
+        return [modelstream, "stream", url, "--concurrency", str(concurrency),
+                "--memory-limit", str(limit_bytes), "--json"]
+
+    def runai(limit_bytes: int) -> list[str]:
+        return [python, str(BENCH_DIR / "runai_bench.py"), url, "--concurrency", str(conc),
+                "--memory-limit", str(limit_bytes), "--expect-bytes", str(data_bytes(str(model)))]
+
+    def row(name: str, description: str, argv: list[str], skip: Optional[str] = None,
+            **kwargs) -> Row:
+        made = Row(name, description, argv, group="s3", env=env, server=server, **kwargs)
+        made.skipped = every or skip
+        return made
+
+    bounds = [file_bytes * i // conc for i in range(conc + 1)]
+    curls = [["curl", "-sS", "--noproxy", "*", "-o", "/dev/null",
+              "-w", "%{http_code} %{size_download}",
+              "-r", f"{bounds[i]}-{bounds[i + 1] - 1}", http_url] for i in range(conc)]
+    rows = [
+        row(f"curl-parallel-{conc}", f"{conc} curl processes at once, each GETting 1/{conc} of "
+            "the file (Range) into /dev/null: the transport limit", curls[0], curl_skip,
+            parallel=curls, parallel_lengths=[bounds[i + 1] - bounds[i] for i in range(conc)]),
+        row("modelstream-s3", f"modelstream stream {url}, --memory-limit {limit}", ms(limit),
+            memory_limit=limit),
+        row("modelstream-s3-unlimited", f"modelstream stream {url}, unlimited memory", ms(-1),
+            unlimited_skip),
+    ]
+    if args.hugepages:
+        rows += [
+            row("modelstream-s3-hugepages", f"modelstream stream {url}, --memory-limit {limit}, "
+                f"{args.hugepages} huge pages reserved", ms(limit), memory_limit=limit,
+                hugepages=True),
+            row("modelstream-s3-unlimited-hugepages", f"modelstream stream {url}, unlimited, "
+                f"{args.hugepages} huge pages reserved", ms(-1), unlimited_skip, hugepages=True),
+        ]
+    rows += [
+        row("runai-s3", f"Run:ai Model Streamer's S3 back end on {url}, "
+            f"RUNAI_STREAMER_MEMORY_LIMIT={limit}", runai(limit), runai_skip,
+            memory_limit=limit),
+        row("runai-s3-unlimited", f"Run:ai Model Streamer's S3 back end on {url}, unlimited",
+            runai(-1), runai_skip or unlimited_skip),
+    ]
+    for concurrency in args.s3_sweep:
+        rows.append(row(f"modelstream-s3-c{concurrency}", f"modelstream stream {url}, "
+                        f"--concurrency {concurrency}, --memory-limit {limit}",
+                        ms(limit, concurrency), memory_limit=limit))
+    return rows
+
+
 def select_rows(rows: list[Row], only: Optional[str]) -> list[Row]:
-    """Keeps the rows that --only names (comma-separated names or shell patterns)."""
+    """Keeps the rows that --only names: comma-separated names, shell patterns, or the group
+    name "s3" (every S3 row)."""
     if not only:
         return rows
     patterns = [p.strip() for p in only.split(",") if p.strip()]
+
+    def matches(row: Row, pattern: str) -> bool:
+        return fnmatch.fnmatchcase(row.name, pattern) or row.group == pattern
+
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(row.name, pattern) for row in rows):
+        if not any(matches(row, pattern) for row in rows):
             raise BenchError(f"--only: no row matches {pattern!r}; rows are "
-                             + ", ".join(row.name for row in rows))
-    return [row for row in rows
-            if any(fnmatch.fnmatchcase(row.name, pattern) for pattern in patterns)]
+                             + ", ".join(row.name for row in rows) + ", and the group s3")
+    return [row for row in rows if any(matches(row, pattern) for pattern in patterns)]
 
 
 def measure_rss_floor() -> int:
@@ -470,13 +751,26 @@ def run_row(row: Row, repeat: int, cache: PageCache, file_bytes: int) -> None:
         row.runs.append(run)
         state = "-" if cached is None else f"{cached * 100:.0f}%"
         if run["ok"]:
+            cpu = ""
+            if row.cpu and run.get("cpu_seconds_per_gb") is not None:
+                cpu = (f", CPU {run['cpu_seconds_per_gb']:.2f} s/GB "
+                       f"({run['cpu_cores']:.2f} cores")
+                if run.get("server_cpu_cores") is not None:
+                    cpu += f", nginx {run['server_cpu_cores']:.2f}"
+                if run.get("irq_cpu_cores") is not None:
+                    cpu += f", irq {run['irq_cpu_cores']:.2f}"
+                if run.get("other_cpu_cores") is not None:
+                    cpu += f", other {run['other_cpu_cores']:.2f}"
+                if run.get("machine_cpu_cores") is not None:
+                    cpu += f", machine {run['machine_cpu_cores']:.2f}"
+                cpu += ")"
             log(f"  {row.name} [{index + 1}/{repeat}] {fmt_gbps(run['gbps'])} GB/s, "
                 f"first tensor {fmt_seconds(run['ttft_seconds'])}, "
-                f"peak RSS {fmt_mib(run['peak_rss_bytes'])}, cached before {state}")
+                f"peak RSS {fmt_mib(run['peak_rss_bytes'])}{cpu}, cached before {state}")
         else:
             row.failed = True
             log(f"  {row.name} [{index + 1}/{repeat}] FAILED (exit {run['exit_code']}): "
-                f"{run.get('error', '')}\n{run['stderr_tail'].rstrip()}")
+                f"{run.get('error', '')}\n{run.get('stderr_tail', '').rstrip()}")
             return
 
 
@@ -489,11 +783,13 @@ def row_notes(row: Row) -> str:
     if row.skipped:
         return f"skipped: {row.skipped}"
     if row.failed:
-        return "FAILED"
+        return f"FAILED: {row.error}" if row.error else "FAILED"
     runs = row.ok_runs()
     if not runs:
         return ""
     report = runs[-1].get("report", {})
+    if row.group == "s3":
+        return s3_notes(row, report)
     if row.name.startswith("memcpy"):
         return (f"fresh 4K {fmt_gbps(row.median('gbps_fresh_4k'))}, fresh THP "
                 f"{fmt_gbps(row.median('gbps_thp'))}, prefaulted 4K "
@@ -510,6 +806,50 @@ def row_notes(row: Row) -> str:
     return ""
 
 
+def s3_notes(row: Row, report: dict) -> str:
+    """CPU use of client and server (on a 2-core machine their sum says whether a row is CPU
+    bound), and what the row's program reported about its memory."""
+    notes = []
+    cores = row.median("cpu_cores")
+    server = row.median("server_cpu_cores")
+    machine = row.median("machine_cpu_cores")
+    irq = row.median("irq_cpu_cores")
+    other = row.median("other_cpu_cores")
+    if cores is not None:
+        shown = f"cores: client {cores:.2f}"
+        if server is not None:
+            shown += f", nginx {server:.2f}"
+        if irq is not None:
+            shown += f", irq {irq:.2f}"
+        if other is not None:
+            shown += f", other {other:.2f}"
+        if machine is not None:
+            shown += f" = {machine:.2f} of {os.cpu_count()}"
+        notes.append(shown)
+    if row.parallel is not None:
+        # The sum over the processes would add up each one's inherited floor; not shown.
+        notes.append("peak RSS: the largest single curl")
+    if "arena_pages" in report:
+        notes.append(f"arena: {report['arena_pages']}")
+    elif "arena_huge_pages" in report:
+        notes.append(f"arena huge pages {report['arena_huge_pages']}")
+    if row.name.startswith("runai"):
+        streaming = row.median("cpu_seconds_per_gb_streaming")
+        if streaming is not None:
+            notes.append(f"{streaming:.2f} CPU s/GB while streaming (without start-up)")
+        notes.append(f"baseline RSS {fmt_mib(report.get('rss_baseline_bytes'))}")
+    return "; ".join(notes)
+
+
+def lift_runai_streaming_cpu(row: Row) -> None:
+    """runai_bench.py reports the CPU time of its timed section: per GB at the run level, so that
+    the notes can show what the streaming cost without the interpreter's and torch's start."""
+    for run in row.ok_runs():
+        cpu = run.get("report", {}).get("cpu_seconds_streaming")
+        if cpu is not None and run.get("bytes"):
+            run["cpu_seconds_per_gb_streaming"] = cpu / (run["bytes"] / 1e9)
+
+
 def lift_memcpy_variants(row: Row) -> None:
     """Copies memcpy_bench's extra figures to the run level so that best/median apply to them."""
     for run in row.ok_runs():
@@ -519,19 +859,26 @@ def lift_memcpy_variants(row: Row) -> None:
 
 
 def print_table(rows: list[Row], memcpy: Optional[float], repeat: int) -> None:
-    header = ("name", "GB/s best", "GB/s median", "first tensor", "peak RSS", "x memcpy",
-              "notes")
+    header = ("name", "GB/s best", "GB/s median", "first tensor", "peak RSS", "CPU s/GB",
+              "x memcpy", "notes")
     lines = [header]
     for row in rows:
         lines.append((row.name, fmt_gbps(row.best()), fmt_gbps(row.median()),
                       fmt_seconds(row.median("ttft_seconds")),
                       fmt_rss(row.peak_rss(), row.rss_floor()),
+                      fmt_cpu(row.median("cpu_seconds_per_gb")) if row.cpu else "-",
                       fmt_ratio(row.median(), memcpy), row_notes(row)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     print(f"\nresults: {repeat} run(s) per row; first tensor is the median, peak RSS the "
           "largest; x memcpy compares medians")
     print("peak RSS: a child reports at least this harness's own peak, so '<=' marks an upper "
           "bound; hugetlb pages are not counted in RSS")
+    print("CPU s/GB: user + system seconds of the whole program (start-up included) per 10^9 "
+          "bytes, median")
+    if any(row.server is not None and row.ok_runs() for row in rows):
+        print("S3 notes, cores busy (medians): client = the program, nginx = master + workers, "
+              "irq = interrupts and softirq (loopback), other = the rest of the machine (other "
+              "processes: should be ~0), = the whole machine")
     for number, line in enumerate(lines):
         cells = [line[0].ljust(widths[0])]
         cells += [cell.rjust(width) for cell, width in zip(line[1:-1], widths[1:])]
@@ -564,11 +911,22 @@ def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
         target("limited / unlimited modelstream", "modelstream-hot-limited",
                "modelstream-hot", 0.9),
     ]
-    limited = rows.get("modelstream-hot-limited")
-    peak = limited.peak_rss() if limited is not None and not limited.failed else None
-    targets.append({"target": "limited modelstream peak RSS <= limit + 64 MiB",
-                    "value": peak, "goal": limit + RSS_ALLOWANCE,
-                    "met": None if peak is None else peak <= limit + RSS_ALLOWANCE})
+    curl = next((name for name in rows if name.startswith("curl-parallel-")), "curl-parallel")
+    targets += [
+        target("S3 modelstream / curl-parallel", "modelstream-s3", curl, 0.9),
+        target("S3 modelstream / S3 Run:ai", "modelstream-s3", "runai-s3", 1.5),
+    ]
+
+    def peak_target(label: str, name: str) -> dict:
+        row = rows.get(name)
+        peak = row.peak_rss() if row is not None and not row.failed else None
+        return {"target": label, "value": peak, "goal": limit + RSS_ALLOWANCE,
+                "met": None if peak is None else peak <= limit + RSS_ALLOWANCE}
+
+    targets.append(peak_target("limited modelstream peak RSS <= limit + 64 MiB",
+                               "modelstream-hot-limited"))
+    targets.append(peak_target("S3 limited modelstream peak RSS <= limit+64 MiB",
+                               "modelstream-s3"))
     # For information: like-for-like cold comparisons, and what reserved huge pages buy.
     targets += [
         target("cold modelstream / cold cat", "modelstream-cold", "cat-cold", None),
@@ -580,6 +938,16 @@ def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
         target("hot modelstream / hot cat", "modelstream-hot", "cat-hot", None),
         target("modelstream with / without reserved huge pages", "modelstream-hot-hugepages",
                "modelstream-hot", None),
+        target("S3 unlimited modelstream / curl-parallel", "modelstream-s3-unlimited", curl,
+               None),
+        target("S3 modelstream, huge pages / curl-parallel", "modelstream-s3-hugepages", curl,
+               None),
+        target("S3 unlimited, huge pages / curl-parallel", "modelstream-s3-unlimited-hugepages",
+               curl, None),
+        target("S3 unlimited modelstream / S3 unlimited Run:ai", "modelstream-s3-unlimited",
+               "runai-s3-unlimited", None),
+        target("S3 / local (hot), limited modelstream", "modelstream-s3",
+               "modelstream-hot-limited", None),
     ]
     return targets
 
@@ -603,6 +971,25 @@ def print_targets(targets: list[dict]) -> None:
         print(f"  {label:<48} {shown:<36} {verdict}")
 
 
+def s3_settings(server: Optional[s3_bench.NginxS3], rows: list[Row]) -> Optional[dict]:
+    """How the S3 rows were served, when any ran."""
+    if server is None or not any(row.group == "s3" and row.runs for row in rows):
+        return None
+    versions = {}
+    for name in ("runai-model-streamer", "runai-model-streamer-s3"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    nginx_version = None
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        nginx_version = subprocess.run([server.nginx, "-v"], capture_output=True, text=True,
+                                       check=True).stderr.strip()
+    env = server.client_env({})
+    return {"nginx": server.nginx, "nginx_version": nginx_version, "url": server.s3_url,
+            "endpoint": server.endpoint, "config": str(s3_bench.TEMPLATE),
+            "client_env": {k: v for k, v in env.items()
+                           if k.startswith(("AWS_", "RUNAI_"))}, "packages": versions}
+
+
 def machine_info() -> dict:
     info = {"kernel": platform.release(), "cpus": os.cpu_count(),
             "python": platform.python_version()}
@@ -624,6 +1011,16 @@ def machine_info() -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def concurrency_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from error
+    if not values or any(not 1 <= value <= 256 for value in values):
+        raise argparse.ArgumentTypeError("concurrencies must be 1-256")
+    return values
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark modelstream against memcpy, cat, Run:ai Model Streamer and "
@@ -641,10 +1038,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per row; best and median are reported (default 3)")
     parser.add_argument("--only", help="comma-separated row names or patterns, e.g. "
-                                       "'memcpy,modelstream-*'")
+                                       "'memcpy,modelstream-*'; 's3' selects every S3 row")
     parser.add_argument("--hugepages", type=int, default=0, metavar="N",
-                        help="also run modelstream hot with N 2 MiB huge pages reserved "
-                             "(vm.nr_hugepages), restored afterwards")
+                        help="also run modelstream hot and over S3 with N 2 MiB huge pages "
+                             "reserved (vm.nr_hugepages), restored afterwards")
+    parser.add_argument("--s3-sweep", type=concurrency_list, default=[], metavar="N,N,...",
+                        help="also run modelstream-s3 at each of these concurrencies "
+                             "(rows modelstream-s3-cN), e.g. 4,8,16,32")
     args = parser.parse_args()
     if args.concurrency < 1 or args.repeat < 1 or args.hugepages < 0:
         parser.error("--concurrency and --repeat must be >= 1, --hugepages >= 0")
@@ -673,24 +1073,47 @@ def main() -> int:
         raise BenchError(f"{model}: no such file")
     memcpy = build_memcpy_bench(build)
     file_bytes = model.stat().st_size
-    rows = select_rows(make_rows(args, build, model, memcpy), args.only)
+    nginx = s3_bench.find_nginx()
+    server = s3_bench.NginxS3(model, nginx) if nginx else None
+    rows = select_rows(make_rows(args, build, model, memcpy, server), args.only)
     cache = PageCache(model)
     log(f"run_bench: {model} ({file_bytes / GIB:.2f} GiB), concurrency {args.concurrency}, "
         f"{args.repeat} run(s) per row")
 
-    for row in rows:
-        if row.cold and not is_root:
-            row.skipped = "dropping the page cache needs root"
-            log(f"  {row.name}: skipped ({row.skipped})")
-            continue
-        if row.hugepages:
-            with reserved_hugepages(args.hugepages) as reserved:
-                row.description += f" ({reserved} reserved)"
+    server_error = None
+    with contextlib.ExitStack() as stack:  # stops nginx however the loop ends
+        for row in rows:
+            if row.skipped:
+                log(f"  {row.name}: skipped ({row.skipped})")
+                continue
+            if row.cold and not is_root:
+                row.skipped = "dropping the page cache needs root"
+                log(f"  {row.name}: skipped ({row.skipped})")
+                continue
+            if row.group == "s3" and server is not None and server.proc is None \
+                    and server_error is None:
+                try:
+                    stack.enter_context(server)
+                    log(f"run_bench: nginx ({server.nginx}) serves {model.name} as "
+                        f"{server.s3_url} at {server.endpoint}")
+                except s3_bench.ServerError as error:
+                    server_error = f"nginx did not start: {error}"
+                    log(f"run_bench: {server_error}")
+            if row.group == "s3" and server_error is not None:
+                row.failed = True
+                row.error = server_error.splitlines()[0]
+                log(f"  {row.name}: FAILED ({row.error})")
+                continue
+            if row.hugepages:
+                with reserved_hugepages(args.hugepages) as reserved:
+                    row.description += f" ({reserved} reserved)"
+                    run_row(row, args.repeat, cache, file_bytes)
+            else:
                 run_row(row, args.repeat, cache, file_bytes)
-        else:
-            run_row(row, args.repeat, cache, file_bytes)
-        if row.name.startswith("memcpy"):
-            lift_memcpy_variants(row)
+            if row.name.startswith("memcpy"):
+                lift_memcpy_variants(row)
+            if row.name.startswith("runai"):
+                lift_runai_streaming_cpu(row)
 
     by_name = {row.name: row for row in rows}
     memcpy_row = by_name.get("memcpy")
@@ -704,9 +1127,13 @@ def main() -> int:
         "machine": machine_info(),
         "settings": {"file": str(model), "file_bytes": file_bytes,
                      "concurrency": args.concurrency, "memory_limit": args.memory_limit,
-                     "repeat": args.repeat, "hugepages": args.hugepages},
-        "rows": [{"name": row.name, "description": row.description, "command": row.argv,
+                     "repeat": args.repeat, "hugepages": args.hugepages,
+                     "s3": s3_settings(server, rows)},
+        "rows": [{"name": row.name, "group": row.group, "description": row.description,
+                  "command": row.parallel if row.parallel is not None else row.argv,
                   "cold": row.cold, "skipped": row.skipped, "failed": row.failed,
+                  "error": row.error,
+                  "median_cpu_seconds_per_gb": row.median("cpu_seconds_per_gb"),
                   "best_gbps": row.best(), "median_gbps": row.median(),
                   "median_ttft_seconds": row.median("ttft_seconds"),
                   "peak_rss_bytes": row.peak_rss(),

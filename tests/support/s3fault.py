@@ -7,6 +7,7 @@ beyond the Python 3.11 standard library.
 
     python3 tests/support/s3fault.py --root DIR --port 0 --port-file FILE \\
         [--script rules.json] [--require-auth] [--bandwidth BYTES_PER_SEC] \\
+        [--tls-cert CERT.pem --tls-key KEY.pem] \\
         [--etag md5|stat] [--max-connections N] [--idle-timeout S] [--verbose]
 
 With ``--port 0`` a free port is bound and written (atomically, as "PORT\\n") to FILE,
@@ -153,6 +154,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import stat as statmod
 import struct
 import sys
@@ -1551,6 +1553,8 @@ def main(argv=None):
     ap.add_argument("--max-connections", type=int, default=512)
     ap.add_argument("--idle-timeout", type=float, default=60.0)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--tls-cert", help="serve https with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key", help="the certificate's PEM private key")
     a = ap.parse_args(argv)
     script = None
     if a.script:
@@ -1568,6 +1572,12 @@ def main(argv=None):
         srv = S3FaultServer(a.root, port=a.port, script=script, require_auth=a.require_auth,
                             bandwidth=a.bandwidth or None, etag_mode=a.etag,
                             max_connections=a.max_connections, idle_timeout=a.idle_timeout, verbose=a.verbose)
+        if a.tls_cert:
+            # The handshake happens at accept; a client that refuses the certificate
+            # makes accept fail, which socketserver ignores, and the server goes on.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(a.tls_cert, a.tls_key)
+            srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     except (OSError, ValueError) as e:
         sys.stderr.write("s3fault: %s\n" % e)
         return 2
