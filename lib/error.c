@@ -48,6 +48,10 @@ const char *ms_strerror(int code)
 		return "not supported";
 	case MS_ESTATE:
 		return "invalid in this state";
+	case MS_ENOSPC:
+		return "out of space";
+	case MS_EUNAVAILABLE:
+		return "storage unavailable";
 	case MS_ITER_END:
 		return "end of iteration";
 	default:
@@ -98,6 +102,9 @@ int ms__error_code_from_errno(int errnum)
 		return MS_EACCES;
 	case ENOMEM:
 		return MS_ENOMEM;
+	case ENOSPC:
+	case EDQUOT:
+		return MS_ENOSPC;
 	case EINVAL:
 		return MS_EINVAL;
 	default:

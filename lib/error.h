@@ -19,7 +19,8 @@ int ms__error_set(int code, const char *fmt, ...) __attribute__((format(printf, 
 
 /**
  * Records the error for errno value `errnum`: the code it maps to (ENOENT -> MS_ENOTFOUND,
- * EACCES/EPERM -> MS_EACCES, ENOMEM -> MS_ENOMEM, EINVAL -> MS_EINVAL, else MS_EIO) and the
+ * EACCES/EPERM -> MS_EACCES, ENOMEM -> MS_ENOMEM, ENOSPC/EDQUOT -> MS_ENOSPC, EINVAL ->
+ * MS_EINVAL, else MS_EIO) and the
  * message "<formatted>: <strerror(errnum)>". Returns the code.
  */
 int ms__error_errno(int errnum, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

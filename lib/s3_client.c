@@ -599,16 +599,17 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 			                      : "attempts (the client's retry budget is spent)";
 
 			if (rc < 0)
-				rc = ms__error_set(MS_EIO,
+				rc = ms__error_set(MS_EUNAVAILABLE,
 				                   "%s: %s after %u %s (endpoint %s, from %s)",
 				                   what, curl_easy_strerror(cc), failures, why,
 				                   c->loc.endpoint, c->loc.endpoint_why);
 			else if (resp->status >= 200 && resp->status < 300)
-				rc = ms__error_set(MS_EIO, "%s: the body ended early %u times",
-				                   what, failures);
+				rc = ms__error_set(MS_EUNAVAILABLE,
+				                   "%s: the body ended early %u times", what,
+				                   failures);
 			else {
 				error_code(c, resp, code, sizeof(code));
-				rc = ms__error_set(MS_EIO, "%s: %ld %s after %u %s", what,
+				rc = ms__error_set(MS_EUNAVAILABLE, "%s: %ld %s after %u %s", what,
 				                   resp->status, code[0] ? code : "server error",
 				                   failures, why);
 			}

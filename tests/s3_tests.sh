@@ -122,14 +122,14 @@ control reset '{}'
 "$cli" stream s3://models/m.safetensors --quiet --concurrency 8 >/dev/null 2>"$tmp/err"
 rc=$?
 gets=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
-if [ $rc -eq 1 ] && grep -q "503 SlowDown after 6 attempts" "$tmp/err" && [ "$gets" -le 48 ]; then
+if [ $rc -eq 7 ] && grep -q "503 SlowDown after 6 attempts" "$tmp/err" && [ "$gets" -le 48 ]; then
   pass "a store that always answers SlowDown: at most 6 attempts per read ($gets GETs, 8 readers)"
 else fail "a store that always answers SlowDown: at most 6 attempts per read" "exit $rc, $gets GETs: $(cat "$tmp/err")"; fi
 control reset '{}'
 MODELSTREAM_S3_RETRY_BUDGET=10 "$cli" stream s3://models/m.safetensors --quiet --concurrency 1 >/dev/null 2>"$tmp/err"
 rc=$?
 gets=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
-if [ $rc -eq 1 ] && grep -q "retry budget is spent" "$tmp/err" && [ "$gets" -eq 3 ]; then
+if [ $rc -eq 7 ] && grep -q "retry budget is spent" "$tmp/err" && [ "$gets" -eq 3 ]; then
   pass "a spent retry budget stops retrying (budget 10 = two retries, $gets GETs)"
 else fail "a spent retry budget stops retrying" "exit $rc, $gets GETs: $(cat "$tmp/err")"; fi
 control script '[]'
@@ -170,7 +170,7 @@ expect "no credentials exits 5 and says which variables" 5 "AWS_ACCESS_KEY_ID" \
 expect "a secret key without its key id is a usage error" 2 "AWS_ACCESS_KEY_ID" \
   env -u AWS_ACCESS_KEY_ID "$cli" stream s3://models/m.safetensors
 expect "an invalid bucket name exits 2" 2 "s3://Bad_Bucket/x" "$cli" stream s3://Bad_Bucket/x
-expect "an endpoint that refuses connections fails after retries, naming it" 1 "127.0.0.1:1" \
+expect "an endpoint that refuses connections fails after retries, naming it (exit 7)" 7 "127.0.0.1:1" \
   env AWS_ENDPOINT_URL=http://127.0.0.1:1 "$cli" stream s3://models/m.safetensors
 
 # TLS: certificates are verified; a private CA is trusted through AWS_CA_BUNDLE.

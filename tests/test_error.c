@@ -43,7 +43,7 @@ Test(error, errno_maps_to_codes)
 	} cases[] = {
 	    {ENOENT, MS_ENOTFOUND}, {ENOTDIR, MS_ENOTFOUND}, {EACCES, MS_EACCES},
 	    {EPERM, MS_EACCES},     {ENOMEM, MS_ENOMEM},     {EINVAL, MS_EINVAL},
-	    {EIO, MS_EIO},          {ENOSPC, MS_EIO},        {EBADF, MS_EIO},
+	    {EIO, MS_EIO},          {ENOSPC, MS_ENOSPC},     {EBADF, MS_EIO},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -17,6 +17,8 @@ enum {
 	EXIT_NOT_FOUND = 4,     /* a file does not exist */
 	EXIT_DENIED = 5,        /* permission denied */
 	EXIT_LIMIT = 6,         /* too little memory: the limit, or the machine's */
+	EXIT_UNAVAILABLE = 7,   /* the store could not be reached, or kept failing, after retries */
+	EXIT_NO_SPACE = 8,      /* no space left in the cache (disk, tmpfs, quota or budget) */
 	EXIT_CANCELED = 130,    /* interrupted (SIGINT/SIGTERM) */
 };
 

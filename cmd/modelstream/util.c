@@ -21,6 +21,9 @@ const char cli_exit_codes_help[] =
     "  5    permission denied\n"
     "  6    memory: the limit is below the largest tensor, or the machine (or the\n"
     "       container) has too little memory left for the arena\n"
+    "  7    storage unavailable: the store could not be reached, or kept failing (503\n"
+    "       SlowDown, 5xx, resets, stalls) after retries\n"
+    "  8    out of space: the cache's disk, tmpfs or quota is full\n"
     "  130  interrupted by SIGINT or SIGTERM\n";
 
 int cli_exit_code(int ms_code)
@@ -41,6 +44,10 @@ int cli_exit_code(int ms_code)
 		return EXIT_LIMIT;
 	case MS_ECANCELED:
 		return EXIT_CANCELED;
+	case MS_EUNAVAILABLE:
+		return EXIT_UNAVAILABLE;
+	case MS_ENOSPC:
+		return EXIT_NO_SPACE;
 	default:
 		return EXIT_FAILURE_OTHER;
 	}

@@ -59,7 +59,10 @@ typedef enum {
 	MS_ECANCELED = -9, /**< ms_streamer_cancel() was called */
 	MS_EUNSUPPORTED = -10, /**< the operation or input is valid but not supported here */
 	MS_ESTATE = -11,       /**< the call is not valid in the object's current state */
-	MS_ITER_END = -31,     /**< not an error: ms_streamer_next() has delivered every tensor */
+	MS_ENOSPC = -12,       /**< no space left: a full disk, tmpfs or quota */
+	MS_EUNAVAILABLE =
+	    -13,           /**< the store could not be reached, or kept failing, after retries */
+	MS_ITER_END = -31, /**< not an error: ms_streamer_next() has delivered every tensor */
 } ms_error_code;
 
 /** The last error raised on the calling thread. */
