@@ -28,7 +28,7 @@ CPPFLAGS  += -D_GNU_SOURCE -Ilib/include -Ilib
 CFLAGS    += $(WARNINGS) $(OPT) $(SANFLAGS) -fPIC -pthread
 LDFLAGS   += $(SANFLAGS) -pthread
 LIB_LIBS  := -lcurl -lcjson -lexpat -lcrypto -lm
-CMD_LIBS  :=
+CMD_LIBS  := -lyaml
 
 LIB_SRC   := $(wildcard lib/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
@@ -45,7 +45,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -102,8 +102,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -141,6 +141,11 @@ $(B)/tests/creds_probe: $(B)/tests/creds_probe.o $(STATIC)
 creds-tests: $(B)/tests/creds_probe
 	tests/creds_tests.sh $(B) | tee $(B)/creds-tests.log
 
+# The node cache end to end: fetch into a plain directory, tmpfs with huge pages, a full
+# tmpfs and hugetlbfs (mounts need root), single flight, kill -9 and resume, budgets.
+cache-tests: $(CLI) $(MKMODEL)
+	tests/cache_tests.sh $(B) | tee $(B)/cache-tests.log
+
 # Object storage against a real S3 implementation: moto_server with authentication on.
 moto-tests: $(CLI) $(MKMODEL)
 	tests/moto_tests.sh $(B) | tee $(B)/moto-tests.log
@@ -153,7 +158,7 @@ cli-tests: $(CLI) $(MKMODEL)
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:
-	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests
 	$(MAKE) --no-print-directory SANITIZE=thread stress
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.
@@ -220,7 +225,7 @@ $(B)/memcpy_bench: tests/bench/memcpy_bench.c
 
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_TARGETS := header s3_xml aws_config
+FUZZ_TARGETS := header s3_xml aws_config creds_json
 # The header parser's corpus predates the others' naming.
 fuzz_corpus   = $(if $(filter header,$(1)),tests/fuzz/corpus,tests/fuzz/corpus_$(1))
 
@@ -234,17 +239,20 @@ $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
 fuzz-regress:
 	@if ! $(FUZZ_CC) --version >/dev/null 2>&1; then \
 	  echo "fuzz-regress: skipped (no clang; scripts/deps.sh fuzz installs it)"; exit 0; fi; \
+	mkdir -p $(B); printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' > $(B)/fuzz_probe.c; \
+	if ! $(FUZZ_CC) -fsanitize=fuzzer $(B)/fuzz_probe.c -o $(B)/fuzz_probe >/dev/null 2>&1; then \
+	  echo "fuzz-regress: skipped (no libFuzzer runtime; scripts/deps.sh fuzz installs it)"; exit 0; fi; \
 	for t in $(FUZZ_TARGETS); do \
 	  [ -f tests/fuzz/fuzz_$$t.c ] || continue; \
-	  if ! $(MAKE) --no-print-directory $(B)/fuzz_$$t >/dev/null 2>&1; then \
-	    echo "fuzz-regress: skipped $$t (no libFuzzer runtime; scripts/deps.sh fuzz installs it)"; continue; fi; \
+	  $(MAKE) --no-print-directory $(B)/fuzz_$$t > $(B)/fuzz_$$t.build.log 2>&1 || \
+	    { tail -n 20 $(B)/fuzz_$$t.build.log; echo "fuzz-regress: $$t does not build"; exit 1; }; \
 	  corpus=$$( [ $$t = header ] && echo tests/fuzz/corpus || echo tests/fuzz/corpus_$$t ); \
 	  $(B)/fuzz_$$t -runs=0 $$corpus > $(B)/fuzz_$$t.replay.log 2>&1 || \
 	    { tail -n 20 $(B)/fuzz_$$t.replay.log; echo "fuzz-regress: $$t FAILED"; exit 1; }; \
 	  echo "fuzz-regress: $$t: $$(ls $$corpus | wc -l) corpus inputs replayed"; \
 	done
 
-# Fuzzes one target (FUZZ=header|s3_xml|aws_config) for FUZZ_SECONDS, growing a copy
+# Fuzzes one target (FUZZ=header|s3_xml|aws_config|creds_json|config) for FUZZ_SECONDS, growing a copy
 # of its corpus under $(B).
 FUZZ ?= header
 fuzz: $(B)/fuzz_$(FUZZ)

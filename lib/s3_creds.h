@@ -132,24 +132,21 @@ unsigned ms__creds_fetch_count(const ms__creds_provider *p);
 /** Wipes `c`. */
 void ms__creds_clear(ms__creds *c);
 
-/* The pieces below are internal to s3_creds.c and exposed for its unit tests. */
+/**
+ * Copies one set into `out`, checking each part against its buffer: the key id and the
+ * secret must be non-empty, and none may be longer than its MS__SIGV4_*_MAX. `token` may be
+ * NULL. `out` is wiped first, and stays wiped on failure. Returns 0, or `code` (MS_EINVAL
+ * for settings, MS_EFORMAT for responses) with "<context>: ..." naming the part that does
+ * not fit, never its value.
+ */
+int ms__creds_set(ms__creds *out, const char *key_id, const char *secret, const char *token,
+                  int64_t expiration, int code, const char *context);
 
-/** The largest response body read from STS, a container endpoint or IMDS; larger is refused. */
-#define MS__CREDS_BODY_MAX (64u << 10)
-/** The largest web identity or container authorization token file read. */
-#define MS__CREDS_TOKEN_FILE_MAX (16u << 10)
+/* The pieces below are internal to s3_creds.c and exposed for its unit tests; the fetchers'
+ * (s3_creds_fetch.c) are in s3_creds_fetch.h. */
+
 /** The refresh window when MODELSTREAM_CREDENTIALS_REFRESH_SECONDS is unset, in seconds. */
 #define MS__CREDS_REFRESH_DEFAULT 600
-
-/**
- * Parses the JSON that container endpoints and IMDS send: {"AccessKeyId", "SecretAccessKey",
- * "Token", "Expiration"} (Token optional; IMDS adds "Code", which must be "Success"), `len`
- * bytes at `json`. `what` prefixes messages. Returns 0; MS_EFORMAT (not such a document, a
- * field missing, over its cap or of the wrong type, Expiration not an ISO 8601 time);
- * MS_EACCES (a Code other than "Success", with its Message); MS_ENOMEM. The secret never
- * appears in a message, and every copy the parser made is wiped.
- */
-int ms__creds_parse_json(ms__creds *out, const char *json, size_t len, const char *what);
 
 /**
  * Checks AWS_CONTAINER_CREDENTIALS_FULL_URI `url` as the AWS SDKs do: https to any host;
@@ -165,14 +162,6 @@ int ms__creds_check_full_uri(const char *url, const char *what);
  * with a window of `window` seconds: true when fewer than `window` seconds remain.
  */
 bool ms__creds_refresh_due(int64_t expiration, int64_t now, int64_t window);
-
-/**
- * Encodes `pair_count` name/value pairs (pairs[2i], pairs[2i+1]) as an
- * application/x-www-form-urlencoded body, every byte but A-Z a-z 0-9 - . _ ~ as %XX.
- * On success `*out` is a NUL-terminated string from ms__malloc() of `*out_len` bytes; wipe
- * it before freeing when a value was a secret. Returns 0 or MS_ENOMEM.
- */
-int ms__creds_form_encode(char **out, size_t *out_len, const char *const *pairs, size_t pair_count);
 
 /** Frees `p`, wiping every secret it holds. Accepts NULL. */
 void ms__creds_free(ms__creds_provider *p);

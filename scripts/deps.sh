@@ -8,7 +8,7 @@
 set -euo pipefail
 
 profile=${1:-test}
-packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev clang-format valgrind
+packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev clang-format valgrind
           python3 python3-pip procps curl)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).

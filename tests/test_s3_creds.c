@@ -25,6 +25,7 @@
 #include "alloc.h"
 #include "s3_config.h"
 #include "s3_creds.h"
+#include "s3_creds_fetch.h"
 #include "support/testutil.h"
 
 #define SECRET    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -61,5 +61,7 @@ int cmd_ls(int argc, char **argv);
 int cmd_exists(int argc, char **argv);
 int cmd_push(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_fetch(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 
 #endif

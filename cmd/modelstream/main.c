@@ -21,6 +21,8 @@ static const char usage[] =
     "  push LOCAL URL            upload a file or a model directory (multipart, parallel)\n"
     "  doctor LOCATION           show the endpoint, region, addressing and credential\n"
     "                            source a location resolves to, and why; then try it\n"
+    "  fetch SOURCE... --cache DIR  fill the node cache (the init container's job)\n"
+    "  cache ls|gc|verify|rm     look after the node cache\n"
     "  help [COMMAND]            show help for a command\n"
     "  version                   print the version\n"
     "\n"
@@ -33,8 +35,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},
-    {"exists", cmd_exists},   {"push", cmd_push},     {"doctor", cmd_doctor},
+    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},       {"exists", cmd_exists},
+    {"push", cmd_push},       {"doctor", cmd_doctor}, {"fetch", cmd_fetch}, {"cache", cmd_cache},
 };
 
 static int print_usage(FILE *out)

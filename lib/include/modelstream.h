@@ -489,6 +489,147 @@ MS_EXTERN void ms_push_options_init(ms_push_options *opts);
 MS_EXTERN int ms_push(const char *local, const char *url, const ms_push_options *opts);
 
 /* ---------------------------------------------------------------------------------------- */
+/* The node cache                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+/*
+ * A directory that holds models fetched once per node for every process and pod on it:
+ * DIR/models/NAME is a directory with the model's files under their own names (weights,
+ * config, tokenizer), which any loader opens as plain files. Files appear there only once
+ * complete and verified; a download killed half-way is resumed by the next fetch; when
+ * many processes fetch the same model at once, one downloads and the others wait for it.
+ * See the README's "The node cache" for the layout and the media it is tuned for.
+ */
+typedef struct ms_cache ms_cache;
+
+/** What the cache directory is on, as detected by statfs and /proc/self/mountinfo. */
+typedef enum {
+	MS_CACHE_DISK = 0,       /**< any other file system: written through the page cache */
+	MS_CACHE_TMPFS = 1,      /**< tmpfs without huge pages */
+	MS_CACHE_TMPFS_HUGE = 2, /**< tmpfs with huge=within_size, always or advise */
+} ms_cache_medium;
+
+#define MS_CACHE_OPTIONS_VERSION 1
+
+/** Options of ms_cache_open(). Start from MS_CACHE_OPTIONS_INIT. */
+typedef struct {
+	int version;         /**< MS_CACHE_OPTIONS_VERSION */
+	uint64_t budget;     /**< bytes the cache may hold; 0 for no limit */
+	int concurrency;     /**< reads in flight while fetching a file; 0: 16 */
+	uint64_t chunk_size; /**< bytes per read; 0: 8 MiB */
+	int verify_content;  /**< 1: also hash every byte after download (MD5 against a
+	                          single-part ETag); costs a pass over the data */
+} ms_cache_options;
+
+#define MS_CACHE_OPTIONS_INIT                        \
+	{                                            \
+		MS_CACHE_OPTIONS_VERSION, 0, 0, 0, 0 \
+	}
+
+/**
+ * Opens (creating it if needed) the cache in directory `dir`, which must exist.
+ * @return 0; MS_EUNSUPPORTED for hugetlbfs (it holds only files whose size is a multiple of
+ *         the huge page size, which safetensors readers refuse: the message says to mount
+ *         tmpfs with huge=within_size instead); MS_EACCES, MS_ENOTFOUND, MS_EINVAL, MS_ENOMEM.
+ */
+MS_EXTERN int ms_cache_open(ms_cache **out, const char *dir, const ms_cache_options *opts);
+
+/** The medium detected. */
+MS_EXTERN ms_cache_medium ms_cache_medium_of(const ms_cache *c);
+
+/** "disk", "tmpfs" or "tmpfs (huge pages)". */
+MS_EXTERN const char *ms_cache_medium_name(ms_cache_medium medium);
+
+/** Closes the cache (the files stay). Accepts NULL. */
+MS_EXTERN void ms_cache_free(ms_cache *c);
+
+/** Where a fetch stands. */
+typedef enum {
+	MS_FETCH_RESOLVING = 0,   /**< listing the source */
+	MS_FETCH_DOWNLOADING = 1, /**< bytes are moving */
+	MS_FETCH_WAITING = 2,     /**< another process is downloading a file this fetch needs */
+	MS_FETCH_VERIFYING = 3,   /**< checking a file that has arrived */
+	MS_FETCH_FILE_DONE = 4,   /**< `file` is complete and verified */
+	MS_FETCH_DONE = 5,        /**< every file is there and the model is published */
+} ms_fetch_state;
+
+/** A snapshot of a fetch, given to the progress callback. */
+typedef struct {
+	const char *model; /**< the model's name */
+	const char *file;  /**< the file concerned, relative to the model; NULL if none */
+	ms_fetch_state state;
+	int from_cache;         /**< FILE_DONE: the file was already in the cache */
+	uint64_t bytes_done;    /**< of the whole model, including files already cached */
+	uint64_t bytes_total;   /**< the model's size */
+	uint64_t bytes_fetched; /**< bytes this process downloaded */
+	size_t files_done;
+	size_t files_total;
+	unsigned retries; /**< requests retried so far */
+	double seconds;   /**< since the fetch began */
+	int waiting_pid;  /**< WAITING: the downloading process, 0 if unknown */
+} ms_fetch_progress;
+
+/** Called from the fetching thread on every event and about every 250 ms. */
+typedef void (*ms_fetch_fn)(const ms_fetch_progress *progress, void *payload);
+
+/**
+ * Fetches `source` (an object, a prefix ending in '/', a local file or directory) into the
+ * cache as model `name`: every file under the prefix, with its relative path. Each file is
+ * downloaded with `concurrency` ranged reads into a file sized in full first, checked
+ * (size; ETag unchanged thanks to If-Match on every read; safetensors headers parsed and
+ * their tensors tiling the file exactly), and published atomically; then
+ * DIR/models/NAME points at the whole set.
+ * @param fn may be NULL.
+ * @return 0; MS_EINVAL (a bad name); MS_ENOTFOUND/MS_EACCES/MS_EUNAVAILABLE from the
+ *         store; MS_EFORMAT (a broken safetensors file: nothing is published); MS_ENOSPC
+ *         (the disk, tmpfs or budget is full: no partial file is left that looks complete);
+ *         MS_ENOMEM.
+ */
+MS_EXTERN int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_fn fn,
+                             void *payload);
+
+/** Writes DIR/models/NAME into `out`. Returns 0 or MS_EINVAL (bad name, no room). */
+MS_EXTERN int ms_cache_model_path(const ms_cache *c, const char *name, char *out, size_t size);
+
+/** One model of the cache, for ms_cache_list(). */
+typedef struct {
+	const char *name;
+	const char *source;
+	size_t files;
+	uint64_t bytes;
+	int complete;    /**< every blob it names is present */
+	int64_t fetched; /**< when it was published, seconds since the epoch */
+} ms_cache_model;
+
+/** Calls `fn` for every model, in name order; a non-zero return stops and is returned. */
+MS_EXTERN int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, void *payload),
+                            void *payload);
+
+/** Removes model `name` (its link and snapshot); its blobs go at the next collection. */
+MS_EXTERN int ms_cache_remove(ms_cache *c, const char *name);
+
+/** What ms_cache_collect() did. */
+typedef struct {
+	size_t blobs_removed; /**< no model named them, or evicted for the budget */
+	uint64_t bytes_freed;
+	size_t partials_removed; /**< downloads nobody was continuing */
+	size_t blobs_in_use;     /**< kept because a process holds them */
+} ms_cache_collected;
+
+/**
+ * Collects garbage: blobs no model names and partial downloads no process holds, then
+ * least-recently-used blobs until the cache is within its budget (never one in use).
+ */
+MS_EXTERN int ms_cache_collect(ms_cache *c, ms_cache_collected *out);
+
+/**
+ * Checks model `name` again: every file present with its recorded size, safetensors
+ * headers valid, and with `content`, every byte hashed against a single-part ETag.
+ * @return 0; MS_EFORMAT or MS_EIO naming the first file that fails; MS_ENOTFOUND.
+ */
+MS_EXTERN int ms_cache_verify(ms_cache *c, const char *name, int content);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Back ends of your own                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 

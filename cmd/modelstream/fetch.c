@@ -1,0 +1,471 @@
+/*
+ * fetch.c - `modelstream fetch SOURCE... --cache DIR`: the init container's job. Fills the
+ * node cache and reports progress the way `kubectl logs` shows it best: a line every few
+ * seconds per model, a line per file, a summary; a live bar on a terminal; JSON lines with
+ * --log-format json.
+ */
+#include <ctype.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "modelstream.h"
+
+#include "cli.h"
+
+static const char fetch_usage[] =
+    "Usage: modelstream fetch SOURCE... --cache DIR [OPTIONS]\n"
+    "\n"
+    "Fetches each SOURCE into the node cache DIR, once per node however many processes\n"
+    "ask: an object (s3://bucket/model.safetensors), a model directory (s3://bucket/llama/,\n"
+    "every file under it: weights, config, tokenizer), a local file or directory. The model\n"
+    "appears at DIR/models/NAME with the source's file names, only once every file is\n"
+    "complete and verified (safetensors headers parsed, tensors tiling each file). A fetch\n"
+    "killed half-way is resumed by the next one; when several run at once, one downloads\n"
+    "and the others wait for it.\n"
+    "\n"
+    "Options:\n"
+    "      --cache DIR           the cache directory (MODELSTREAM_CACHE_DIR)\n"
+    "  -n, --name NAME           the model's name (one SOURCE only; default: the last\n"
+    "                            part of the source, 'llama' for s3://bucket/llama/)\n"
+    "      --budget B            bytes the cache may hold (200G); least recently used\n"
+    "                            files that nobody holds are evicted (MODELSTREAM_CACHE_BUDGET)\n"
+    "  -c, --concurrency N       reads in flight per file, 1-256 (default 16)\n"
+    "      --chunk-size B        bytes per read (default 8M)\n"
+    "      --verify-content      also hash every byte (MD5 against single-part ETags)\n"
+    "      --log-format F        text (default) or json: one JSON object per line\n"
+    "                            (MODELSTREAM_LOG_FORMAT)\n"
+    "      --progress-every S    seconds between progress lines when not on a terminal\n"
+    "                            (default 5)\n"
+    "  -q, --quiet               only errors\n"
+    "  -h, --help                show this help\n"
+    "\n";
+
+typedef enum { LOG_TEXT, LOG_JSON } log_format;
+
+typedef struct {
+	log_format format;
+	int tty;
+	int quiet;
+	double every;
+	double last_line;   /* seconds of the last progress line */
+	uint64_t last_done; /* for the rate */
+	double last_time;
+	double rate; /* bytes/s, smoothed */
+	ms_fetch_state last_state;
+	ms_fetch_progress final; /* the DONE snapshot, for the summary */
+} reporter;
+
+static double wall_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void timestamp(char *out, size_t size)
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	char base[32];
+
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, size, "%.20s.%03dZ", base, (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+static const char *state_name(ms_fetch_state s)
+{
+	switch (s) {
+	case MS_FETCH_RESOLVING:
+		return "resolving";
+	case MS_FETCH_DOWNLOADING:
+		return "downloading";
+	case MS_FETCH_WAITING:
+		return "waiting";
+	case MS_FETCH_VERIFYING:
+		return "verifying";
+	case MS_FETCH_FILE_DONE:
+		return "file-done";
+	case MS_FETCH_DONE:
+		return "done";
+	}
+	return "unknown";
+}
+
+static void json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+static void json_line(const reporter *r, const ms_fetch_progress *p, const char *event)
+{
+	char ts[40];
+
+	timestamp(ts, sizeof(ts));
+	printf("{\"time\":\"%s\",\"event\":\"%s\",\"model\":", ts, event);
+	json_string(stdout, p->model);
+	if (p->file != NULL) {
+		printf(",\"file\":");
+		json_string(stdout, p->file);
+	}
+	printf(",\"state\":\"%s\",\"bytes_done\":%llu,\"bytes_total\":%llu,"
+	       "\"bytes_fetched\":%llu,\"files_done\":%zu,\"files_total\":%zu,\"retries\":%u,"
+	       "\"seconds\":%.3f,\"rate_bytes_per_second\":%.0f",
+	       state_name(p->state), (unsigned long long)p->bytes_done,
+	       (unsigned long long)p->bytes_total, (unsigned long long)p->bytes_fetched,
+	       p->files_done, p->files_total, p->retries, p->seconds, r->rate);
+	if (p->state == MS_FETCH_FILE_DONE)
+		printf(",\"from_cache\":%s", p->from_cache ? "true" : "false");
+	if (p->state == MS_FETCH_WAITING)
+		printf(",\"waiting_for_pid\":%d", p->waiting_pid);
+	printf("}\n");
+	fflush(stdout);
+}
+
+static void eta_text(char *out, size_t size, const reporter *r, const ms_fetch_progress *p)
+{
+	double left;
+
+	if (r->rate <= 0 || p->bytes_done >= p->bytes_total) {
+		snprintf(out, size, "-");
+		return;
+	}
+	left = (double)(p->bytes_total - p->bytes_done) / r->rate;
+	if (left < 60)
+		snprintf(out, size, "%.0fs", left);
+	else if (left < 3600)
+		snprintf(out, size, "%.0fm%02.0fs", left / 60 - 0.5, (double)((long)left % 60));
+	else
+		snprintf(out, size, "%.1fh", left / 3600);
+}
+
+static void progress_line(reporter *r, const ms_fetch_progress *p)
+{
+	char done[32], total[32], eta[32], name[512];
+	double pct =
+	    p->bytes_total > 0 ? 100.0 * (double)p->bytes_done / (double)p->bytes_total : 100;
+
+	cli_format_bytes(done, sizeof(done), p->bytes_done);
+	cli_format_bytes(total, sizeof(total), p->bytes_total);
+	eta_text(eta, sizeof(eta), r, p);
+	cli_escape(name, sizeof(name), p->file != NULL ? p->file : "");
+	if (r->tty) {
+		int width = 30, filled = (int)(pct / 100 * width);
+
+		fprintf(stderr, "\r%s [%.*s%*s] %5.1f%% %s/%s %.2f GB/s ETA %s %s%s\033[K",
+		        p->model, filled, "##############################", width - filled, "", pct,
+		        done, total, r->rate / 1e9, eta,
+		        p->state == MS_FETCH_WAITING ? "waiting for another process: " : "", name);
+		return;
+	}
+	if (p->state == MS_FETCH_WAITING)
+		printf("fetch %s: waiting for process %d, which is downloading %s: %s of %s "
+		       "(%.0f%%)\n",
+		       p->model, p->waiting_pid, name, done, total, pct);
+	else
+		printf("fetch %s: %s %s of %s (%.0f%%) at %.2f GB/s, ETA %s, file %zu of %zu %s, "
+		       "%u retries\n",
+		       p->model, state_name(p->state), done, total, pct, r->rate / 1e9, eta,
+		       p->files_done + 1 > p->files_total ? p->files_total : p->files_done + 1,
+		       p->files_total, name, p->retries);
+	fflush(stdout);
+}
+
+static void on_progress(const ms_fetch_progress *p, void *payload)
+{
+	reporter *r = payload;
+	double now = p->seconds;
+
+	/* A rate smoothed over about two seconds, from what has landed (here or elsewhere). */
+	if (now - r->last_time >= 0.5) {
+		double instant = (double)(p->bytes_done - r->last_done) / (now - r->last_time);
+
+		r->rate = r->rate <= 0 ? instant : 0.7 * r->rate + 0.3 * instant;
+		r->last_done = p->bytes_done;
+		r->last_time = now;
+	}
+	if (p->state == MS_FETCH_DONE)
+		r->final = *p;
+	if (r->quiet)
+		return;
+	if (p->state == MS_FETCH_FILE_DONE) {
+		char size[32], name[512];
+
+		if (r->format == LOG_JSON) {
+			json_line(r, p, "file");
+			return;
+		}
+		if (r->tty)
+			fputc('\n', stderr);
+		cli_escape(name, sizeof(name), p->file);
+		cli_format_bytes(size, sizeof(size), p->bytes_done);
+		printf("fetch %s: %s ready (%zu of %zu files, %s of the model; %s)\n", p->model,
+		       name, p->files_done, p->files_total, size,
+		       p->from_cache ? "already in the cache" : "fetched and verified");
+		fflush(stdout);
+		return;
+	}
+	if (p->state == MS_FETCH_DONE || p->state == MS_FETCH_RESOLVING)
+		return;
+	if (p->state != r->last_state && p->state == MS_FETCH_WAITING) {
+		r->last_state = p->state;
+		r->last_line = now; /* say it at once */
+		if (r->format == LOG_JSON)
+			json_line(r, p, "waiting");
+		else if (!r->tty)
+			progress_line(r, p);
+		return;
+	}
+	r->last_state = p->state;
+	if (r->tty) {
+		if (now - r->last_line >= 0.2) {
+			r->last_line = now;
+			progress_line(r, p);
+		}
+		return;
+	}
+	if (now - r->last_line < r->every)
+		return;
+	r->last_line = now;
+	if (r->format == LOG_JSON)
+		json_line(r, p, "progress");
+	else
+		progress_line(r, p);
+}
+
+/* The name a source gets without --name: its last path part, made a valid name. */
+static void derive_name(char *out, size_t size, const char *source)
+{
+	size_t n = strlen(source), start, len, j = 0;
+	const char *dot;
+
+	while (n > 0 && source[n - 1] == '/')
+		n--;
+	start = n;
+	while (start > 0 && source[start - 1] != '/')
+		start--;
+	len = n - start;
+	dot = memchr(source + start, '.', len);
+	if (dot != NULL && len > 12 && strncmp(source + n - 12, ".safetensors", 12) == 0)
+		len -= 12;
+	for (size_t i = 0; i < len && j + 1 < size && j < 128; i++) {
+		char ch = source[start + i];
+
+		out[j++] =
+		    isalnum((unsigned char)ch) || ch == '.' || ch == '_' || ch == '-' ? ch : '-';
+	}
+	out[j] = '\0';
+	while (out[0] == '.')
+		memmove(out, out + 1, strlen(out));
+	if (out[0] == '\0')
+		snprintf(out, size, "model");
+}
+
+typedef struct {
+	const char *cache;
+	const char *name;
+	ms_cache_options opts;
+	reporter r;
+} fetch_args;
+
+static int parse_args(fetch_args *a, int argc, char **argv)
+{
+	static const struct option options[] = {
+	    {"cache", required_argument, NULL, 'C'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"budget", required_argument, NULL, 'b'},
+	    {"concurrency", required_argument, NULL, 'c'},
+	    {"chunk-size", required_argument, NULL, 'k'},
+	    {"verify-content", no_argument, NULL, 'V'},
+	    {"log-format", required_argument, NULL, 'l'},
+	    {"progress-every", required_argument, NULL, 'e'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *env;
+	int64_t size;
+	unsigned n;
+	int c;
+
+	/* Environment first; flags override it. */
+	a->cache = getenv("MODELSTREAM_CACHE_DIR");
+	if ((env = getenv("MODELSTREAM_CACHE_BUDGET")) != NULL && env[0] != '\0') {
+		if (cli_parse_size(&size, env) < 0 || size < 0)
+			return cli_usage_error("MODELSTREAM_CACHE_BUDGET must be a size like 200G, "
+			                       "not '%.40s'",
+			                       env);
+		a->opts.budget = (uint64_t)size;
+	}
+	if ((env = getenv("MODELSTREAM_LOG_FORMAT")) != NULL && env[0] != '\0') {
+		if (strcmp(env, "json") != 0 && strcmp(env, "text") != 0)
+			return cli_usage_error("MODELSTREAM_LOG_FORMAT must be text or json, not "
+			                       "'%.40s'",
+			                       env);
+		a->r.format = strcmp(env, "json") == 0 ? LOG_JSON : LOG_TEXT;
+	}
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "n:c:qh", options, NULL)) != -1) {
+		switch (c) {
+		case 'C':
+			a->cache = optarg;
+			break;
+		case 'n':
+			a->name = optarg;
+			break;
+		case 'b':
+			if (cli_parse_size(&size, optarg) < 0 || size < 0)
+				return cli_usage_error(
+				    "--budget must be a size like 200G, not '%s'", optarg);
+			a->opts.budget = (uint64_t)size;
+			break;
+		case 'c':
+			if (cli_parse_uint(&n, optarg, 1, 256) < 0)
+				return cli_usage_error("--concurrency must be 1-256, not '%s'",
+				                       optarg);
+			a->opts.concurrency = (int)n;
+			break;
+		case 'k':
+			if (cli_parse_size(&size, optarg) < 0 || size < 65536 || size > (1LL << 30))
+				return cli_usage_error("--chunk-size must be 64K-1G, not '%s'",
+				                       optarg);
+			a->opts.chunk_size = (uint64_t)size;
+			break;
+		case 'V':
+			a->opts.verify_content = 1;
+			break;
+		case 'l':
+			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
+				return cli_usage_error(
+				    "--log-format must be text or json, not '%s'", optarg);
+			a->r.format = strcmp(optarg, "json") == 0 ? LOG_JSON : LOG_TEXT;
+			break;
+		case 'e':
+			a->r.every = strtod(optarg, NULL);
+			if (a->r.every <= 0 || a->r.every > 3600)
+				return cli_usage_error(
+				    "--progress-every must be 0.1-3600 seconds, not "
+				    "'%s'",
+				    optarg);
+			break;
+		case 'q':
+			a->r.quiet = 1;
+			break;
+		case 'h':
+			fputs(fetch_usage, stdout);
+			fputs(cli_exit_codes_help, stdout);
+			return -1;
+		default:
+			return cli_option_error("fetch", optopt, argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("fetch needs at least one SOURCE (see 'modelstream fetch "
+		                       "--help')");
+	if (a->cache == NULL || a->cache[0] == '\0')
+		return cli_usage_error("fetch needs --cache DIR (or MODELSTREAM_CACHE_DIR)");
+	if (a->name != NULL && argc - optind > 1)
+		return cli_usage_error(
+		    "--name names one model; give one SOURCE per fetch, or none");
+	return 0;
+}
+
+int cmd_fetch(int argc, char **argv)
+{
+	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}};
+	ms_cache *cache = NULL;
+	int rc;
+
+	if ((rc = parse_args(&a, argc, argv)) != 0)
+		return rc < 0 ? EXIT_OK : rc;
+	a.r.tty = a.r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0)
+		return cli_fail(rc);
+	for (int i = optind; i < argc; i++) {
+		char name[160], path[4096], size[32], shown[512];
+		double start = wall_seconds(), seconds;
+		reporter r = a.r;
+		ms_fetch_progress last = {0};
+
+		if (a.name != NULL)
+			snprintf(name, sizeof(name), "%s", a.name);
+		else
+			derive_name(name, sizeof(name), argv[i]);
+		cli_escape(shown, sizeof(shown), argv[i]);
+		if (!r.quiet && r.format == LOG_TEXT)
+			printf("fetch %s: from %s into %s (%s)\n", name, shown, a.cache,
+			       ms_cache_medium_name(ms_cache_medium_of(cache)));
+		(void)last;
+		rc = ms_cache_fetch(cache, argv[i], name, on_progress, &r);
+		if (r.tty)
+			fputc('\n', stderr);
+		if (rc < 0) {
+			if (r.format == LOG_JSON) {
+				char ts[40];
+
+				timestamp(ts, sizeof(ts));
+				printf("{\"time\":\"%s\",\"event\":\"error\",\"model\":", ts);
+				json_string(stdout, name);
+				printf(",\"code\":\"%s\",\"message\":", ms_strerror(rc));
+				json_string(stdout, ms_error_last()->message);
+				printf("}\n");
+				fflush(stdout);
+			}
+			rc = cli_fail(rc);
+			break;
+		}
+		seconds = wall_seconds() - start;
+		ms_cache_model_path(cache, name, path, sizeof(path));
+		if (!r.quiet && r.format == LOG_TEXT) {
+			char fetched[32], other[32];
+
+			cli_format_bytes(size, sizeof(size), r.final.bytes_total);
+			cli_format_bytes(fetched, sizeof(fetched), r.final.bytes_fetched);
+			cli_format_bytes(other, sizeof(other),
+			                 r.final.bytes_total - r.final.bytes_fetched);
+			printf("fetch %s: ready at %s: %zu files, %s in %.1f s (%.2f GB/s); %s "
+			       "downloaded "
+			       "by this process, %s already cached or fetched by another; %u "
+			       "retries\n",
+			       name, path, r.final.files_total, size, seconds,
+			       seconds > 0 ? (double)r.final.bytes_fetched / seconds / 1e9 : 0.0,
+			       fetched, other, r.final.retries);
+			fflush(stdout);
+		} else if (!r.quiet) {
+			char ts[40];
+
+			timestamp(ts, sizeof(ts));
+			printf("{\"time\":\"%s\",\"event\":\"done\",\"model\":", ts);
+			json_string(stdout, name);
+			printf(",\"path\":");
+			json_string(stdout, path);
+			printf(",\"files\":%zu,\"bytes_total\":%llu,\"bytes_fetched\":%llu,"
+			       "\"retries\":%u,\"seconds\":%.3f}\n",
+			       r.final.files_total, (unsigned long long)r.final.bytes_total,
+			       (unsigned long long)r.final.bytes_fetched, r.final.retries, seconds);
+			fflush(stdout);
+		}
+		rc = EXIT_OK;
+	}
+	ms_cache_free(cache);
+	return rc;
+}

@@ -1,0 +1,885 @@
+/*
+ * fetch.c - filling the node cache: ms_cache_fetch() and ms_cache_verify().
+ *
+ * A fetch lists its source (one object, a prefix, a local file or directory), makes room
+ * within the budget, then fetches each file into a blob and publishes the model (cache.c).
+ *
+ * One blob, one downloader. Each blob has a lock file; the process that takes it
+ * exclusively (flock, so the kernel releases it when the process dies, however it dies)
+ * downloads; the others poll every 250 ms, reporting the downloader's progress from its
+ * state file, until the blob appears or the lock comes free (the downloader died: one of
+ * them takes over and resumes).
+ *
+ * The download. The partial file is given its full size first (ftruncate, then fallocate):
+ * tmpfs with huge=within_size hands out huge pages only to a file whose size is set before
+ * it is written, and a full disk fails here, before any byte moves, rather than as SIGBUS
+ * in the middle. The file is mapped, and `concurrency` threads read chunks of the source
+ * straight into the mapping (one copy: network or disk to page cache). After each chunk a
+ * byte of the state file is set, so a fetch killed at any point resumes with the chunks
+ * already done. A state file from another boot is not trusted on a disk cache (unsynced
+ * pages may have been lost), and never applies to a different ETag, size or chunk size.
+ *
+ * Verification, before the blob gets its final name: the size; the ETag, held by If-Match
+ * on every read (so every byte is from one version of the object); for *.safetensors, the
+ * header parsed and its tensors tiling the data exactly to the end of the file; with
+ * verify_content, the MD5 of the bytes against a single-part ETag.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+
+#include "alloc.h"
+#include "cache.h"
+#include "error.h"
+#include "model_dir.h"
+#include "s3_client.h"
+#include "s3_list.h"
+#include "s3_url.h"
+#include "safetensors.h"
+#include "source.h"
+#include "source_custom.h"
+#include "source_s3.h"
+
+#define STATE_MAGIC "MSPART01"
+#define TICK_MS     250
+#define FILES_MAX   100000
+
+/* The state file: this header, then one byte per chunk (1 = written). */
+typedef struct {
+	char magic[8];
+	uint64_t size;
+	uint64_t chunk_size;
+	uint64_t chunks;
+	char boot_id[40];
+	char etag[MS__S3_CLIENT_ETAG_SIZE];
+} state_header;
+
+/* One file of the source. */
+typedef struct {
+	char *path;     /* relative to the model */
+	char *location; /* where it is read from */
+	char *s3_key;   /* for object storage */
+	char *etag;
+	uint64_t size;
+	char key[MS__CACHE_KEY_LEN + 1];
+} source_file;
+
+typedef struct {
+	source_file *files;
+	size_t count;
+	ms__s3_client *client; /* object storage: shared by every file */
+	bool local;            /* files on the local file system */
+} source_list;
+
+/* A fetch in progress, for the callback. */
+typedef struct {
+	ms_cache *cache;
+	ms_fetch_fn fn;
+	void *payload;
+	ms_fetch_progress p;
+	struct timespec start;
+	uint64_t done_before; /* bytes of files finished before the current one */
+	ms__s3_client *client;
+} fetch;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Listing the source                                                                         */
+/* ---------------------------------------------------------------------------------------- */
+
+static void source_list_free(source_list *l)
+{
+	for (size_t i = 0; i < l->count; i++) {
+		ms__free(l->files[i].path);
+		ms__free(l->files[i].location);
+		ms__free(l->files[i].s3_key);
+		ms__free(l->files[i].etag);
+	}
+	ms__free(l->files);
+	ms__s3_client_free(l->client);
+	memset(l, 0, sizeof(*l));
+}
+
+static int add_file(source_list *l, size_t *cap, const char *path, const char *location,
+                    const char *s3_key, const char *etag, uint64_t size)
+{
+	source_file *f;
+
+	if (l->count == FILES_MAX)
+		return ms__error_set(MS_ELIMIT, "%s: more than %d files", location, FILES_MAX);
+	if (l->count == *cap) {
+		size_t grow = *cap ? *cap * 2 : 16;
+		source_file *g = ms__realloc(l->files, grow * sizeof(*g));
+
+		if (g == NULL)
+			return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
+		l->files = g;
+		*cap = grow;
+	}
+	f = &l->files[l->count++];
+	memset(f, 0, sizeof(*f));
+	f->path = ms__strdup(path);
+	f->location = ms__strdup(location);
+	f->s3_key = s3_key != NULL ? ms__strdup(s3_key) : NULL;
+	f->etag = ms__strdup(etag != NULL ? etag : "");
+	f->size = size;
+	if (f->path == NULL || f->location == NULL || f->etag == NULL ||
+	    (s3_key != NULL && f->s3_key == NULL))
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
+	ms__cache_key(f->key, location, f->etag, size);
+	return 0;
+}
+
+typedef struct {
+	source_list *list;
+	size_t cap;
+	const char *prefix_key;
+} listing;
+
+static int on_object(const ms_object *o, void *payload)
+{
+	listing *l = payload;
+	char key[MS__S3_KEY_MAX + 1];
+
+	/* Keys ending in '/' are "folders" made by consoles, not files. */
+	if (o->is_prefix || o->name[0] == '\0' || o->name[strlen(o->name) - 1] == '/')
+		return 0;
+	snprintf(key, sizeof(key), "%s%s", l->prefix_key, o->name);
+	return add_file(l->list, &l->cap, o->name, o->location, key, o->etag, o->size);
+}
+
+/* An ETag for a local file: changes whenever the file could have. */
+static void local_etag(char *out, size_t size, const struct stat *st)
+{
+	snprintf(out, size, "local-%llx-%llx-%llx.%09ld", (unsigned long long)st->st_ino,
+	         (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
+	         st->st_mtim.tv_nsec);
+}
+
+static __thread struct {
+	source_list *list;
+	size_t cap;
+	size_t root;
+	int rc;
+} walk;
+
+static int on_local(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	char etag[128];
+
+	(void)ftw;
+	if (type == FTW_DNR || type == FTW_NS) {
+		walk.rc = ms__error_set(MS_EACCES, "%s: cannot be read", path);
+		return 1;
+	}
+	if (type != FTW_F || !S_ISREG(st->st_mode))
+		return 0;
+	local_etag(etag, sizeof(etag), st);
+	walk.rc = add_file(walk.list, &walk.cap, path + walk.root, path, NULL, etag,
+	                   (uint64_t)st->st_size);
+	return walk.rc != 0;
+}
+
+static int compare_files(const void *a, const void *b)
+{
+	return strcmp(((const source_file *)a)->path, ((const source_file *)b)->path);
+}
+
+static int list_source(source_list *l, const char *source)
+{
+	size_t cap = 0;
+	struct stat st;
+	int rc;
+
+	memset(l, 0, sizeof(*l));
+	if (ms__source_s3_handles(source)) {
+		const ms__s3_location *loc;
+
+		if ((rc = ms__s3_client_open(&l->client, source, NULL)) < 0)
+			return rc;
+		loc = ms__s3_client_location(l->client);
+		if (loc->prefix) {
+			listing ls = {l, 0, loc->key};
+
+			rc = ms__s3_list_each(l->client, NULL, true, on_object, &ls);
+			if (rc == 0 && l->count == 0)
+				rc = ms__error_set(MS_ENOTFOUND, "%s: no objects under this prefix",
+				                   source);
+		} else {
+			char etag[MS__S3_CLIENT_ETAG_SIZE];
+			uint64_t size;
+			const char *base = strrchr(loc->key, '/');
+
+			rc = ms__source_s3_stat(l->client, NULL, NULL, &size, etag, sizeof(etag));
+			if (rc == 0)
+				rc = add_file(l, &cap, base != NULL ? base + 1 : loc->key, source,
+				              loc->key, etag, size);
+		}
+	} else if (ms__source_custom_handles(source)) {
+		ms__source *src = NULL;
+		const char *base = strrchr(source, '/');
+
+		if ((rc = ms__source_custom_open(&src, source)) == 0)
+			rc = add_file(l, &cap, base != NULL && base[1] ? base + 1 : "file", source,
+			              NULL, "", src->size);
+		ms__source_close(src);
+	} else if (stat(source, &st) != 0) {
+		return ms__error_errno(errno, "%s", source);
+	} else if (S_ISDIR(st.st_mode)) {
+		size_t root = strlen(source);
+
+		while (root > 1 && source[root - 1] == '/')
+			root--;
+		l->local = true;
+		walk.list = l;
+		walk.cap = 0;
+		walk.root = root + 1;
+		walk.rc = 0;
+		if (nftw(source, on_local, 32, FTW_PHYS) < 0 && walk.rc == 0)
+			walk.rc = ms__error_errno(errno, "%s", source);
+		rc = walk.rc;
+		if (rc == 0 && l->count == 0)
+			rc = ms__error_set(MS_ENOTFOUND, "%s: no files in this directory", source);
+	} else {
+		char etag[128];
+		const char *base = strrchr(source, '/');
+
+		l->local = true;
+		local_etag(etag, sizeof(etag), &st);
+		rc = add_file(l, &cap, base != NULL ? base + 1 : source, source, NULL, etag,
+		              (uint64_t)st.st_size);
+	}
+	if (rc == 0 && l->count > 1)
+		qsort(l->files, l->count, sizeof(*l->files), compare_files);
+	for (size_t i = 0; rc == 0 && i < l->count; i++)
+		if (strstr(l->files[i].path, "..") != NULL &&
+		    (strncmp(l->files[i].path, "../", 3) == 0 ||
+		     strstr(l->files[i].path, "/../") != NULL))
+			rc = ms__error_set(MS_EINVAL,
+			                   "%s: a file name that climbs out of the model: %s",
+			                   source, l->files[i].path);
+	if (rc < 0)
+		source_list_free(l);
+	return rc;
+}
+
+static int open_source(ms__source **out, const source_list *l, const source_file *f)
+{
+	if (l->client != NULL)
+		return ms__source_s3_open_listed(out, l->client, f->location, f->s3_key, f->size,
+		                                 f->etag);
+	if (!l->local)
+		return ms__source_custom_open(out, f->location);
+	return ms__source_file_open(out, f->location, MS_DIRECT_IO_OFF);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Progress                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static void report(fetch *f, ms_fetch_state state, const char *file)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	f->p.state = state;
+	f->p.file = file;
+	f->p.seconds =
+	    (double)(now.tv_sec - f->start.tv_sec) + (double)(now.tv_nsec - f->start.tv_nsec) / 1e9;
+	if (f->client != NULL)
+		f->p.retries = ms__s3_client_retries(f->client);
+	if (f->fn != NULL)
+		f->fn(&f->p, f->payload);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* One blob                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+static void boot_id(char out[40])
+{
+	FILE *fp = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	memset(out, 0, 40);
+	if (fp != NULL) {
+		if (fgets(out, 40, fp) == NULL)
+			out[0] = '\0';
+		fclose(fp);
+	}
+}
+
+/* Counts the chunks a state file says are done (a waiter's view of another download). */
+static uint64_t state_bytes_done(const ms_cache *c, const char *key)
+{
+	char path[PATH_MAX];
+	state_header h;
+	unsigned char buf[4096];
+	uint64_t done = 0, chunk = 0;
+	ssize_t n;
+	int fd;
+
+	if (ms__cache_blob_path(c, key, ".state", path, sizeof(path)) < 0 ||
+	    (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	if (read(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) && memcmp(h.magic, STATE_MAGIC, 8) == 0) {
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			for (ssize_t i = 0; i < n; i++, chunk++)
+				if (buf[i])
+					done += chunk + 1 < h.chunks
+					            ? h.chunk_size
+					            : h.size - chunk * h.chunk_size;
+	}
+	close(fd);
+	return done;
+}
+
+/* The shared state of one blob's download. */
+typedef struct {
+	ms__source *src;
+	unsigned char *map;
+	int state_fd;
+	const unsigned char *done; /* which chunks were done before this process started */
+	uint64_t size, chunk;
+	uint64_t chunks;
+	atomic_ullong next;
+	atomic_ullong bytes; /* written by this process */
+	atomic_bool failed;
+	pthread_mutex_t lock; /* guards error, finished and the condition */
+	pthread_cond_t cond;
+	unsigned finished;
+	ms_error error;
+	char error_text[MS__ERROR_MAX];
+} download;
+
+static void *download_worker(void *payload)
+{
+	download *d = payload;
+
+	while (!atomic_load(&d->failed)) {
+		uint64_t i = atomic_fetch_add(&d->next, 1), offset, length;
+		unsigned char one = 1;
+		int rc;
+
+		if (i >= d->chunks)
+			break;
+		if (d->done[i])
+			continue;
+		offset = i * d->chunk;
+		length = d->size - offset < d->chunk ? d->size - offset : d->chunk;
+		rc = ms__source_read(d->src, d->map + offset, offset, (size_t)length);
+		if (rc == 0 && pwrite(d->state_fd, &one, 1, (off_t)(sizeof(state_header) + i)) != 1)
+			rc = ms__error_errno(errno, "%s: writing the download's state",
+			                     d->src->location);
+		if (rc < 0) {
+			pthread_mutex_lock(&d->lock);
+			if (!atomic_load(&d->failed))
+				ms__error_save(&d->error, d->error_text, sizeof(d->error_text));
+			atomic_store(&d->failed, true);
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
+		atomic_fetch_add(&d->bytes, length);
+	}
+	pthread_mutex_lock(&d->lock);
+	d->finished++;
+	pthread_cond_signal(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/* Opens (resuming) or creates the partial and its state; maps the partial. */
+static int prepare(ms_cache *c, const source_file *sf, download *d, unsigned char **done_out,
+                   int *partial_fd)
+{
+	char partial[PATH_MAX], state[PATH_MAX];
+	state_header want = {0}, have;
+	unsigned char *done = NULL;
+	bool resume = false;
+	int fd = -1, rc = 0, err;
+
+	*done_out = NULL;
+	*partial_fd = -1;
+	memcpy(want.magic, STATE_MAGIC, 8);
+	want.size = sf->size;
+	want.chunk_size = c->opts.chunk_size;
+	want.chunks = (sf->size + want.chunk_size - 1) / want.chunk_size;
+	boot_id(want.boot_id);
+	snprintf(want.etag, sizeof(want.etag), "%s", sf->etag);
+	if ((rc = ms__cache_blob_path(c, sf->key, ".partial", partial, sizeof(partial))) < 0 ||
+	    (rc = ms__cache_blob_path(c, sf->key, ".state", state, sizeof(state))) < 0)
+		return rc;
+	done = ms__calloc(want.chunks > 0 ? want.chunks : 1, 1);
+	if (done == NULL)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", sf->location);
+	d->state_fd = open(state, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (d->state_fd < 0) {
+		rc = ms__error_errno(errno, "%s", state);
+		goto fail;
+	}
+	fd = open(partial, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = ms__error_errno(errno, "%s", partial);
+		goto fail;
+	}
+	/* Resume only what this exact download wrote, on this boot or on a volatile medium. */
+	if (pread(d->state_fd, &have, sizeof(have), 0) == (ssize_t)sizeof(have) &&
+	    memcmp(have.magic, want.magic, 8) == 0 && have.size == want.size &&
+	    have.chunk_size == want.chunk_size && have.chunks == want.chunks &&
+	    strncmp(have.etag, want.etag, sizeof(want.etag)) == 0 &&
+	    (c->medium != MS_CACHE_DISK || strncmp(have.boot_id, want.boot_id, 40) == 0)) {
+		struct stat st;
+
+		resume =
+		    fstat(fd, &st) == 0 && (uint64_t)st.st_size == want.size &&
+		    pread(d->state_fd, done, want.chunks, sizeof(have)) == (ssize_t)want.chunks;
+	}
+	if (!resume) {
+		memset(done, 0, want.chunks > 0 ? want.chunks : 1);
+		/* Size first (huge pages on tmpfs), then reserve every block (no ENOSPC later). */
+		if (ftruncate(fd, 0) != 0 || ftruncate(fd, (off_t)want.size) != 0 ||
+		    ftruncate(d->state_fd, 0) != 0 ||
+		    pwrite(d->state_fd, &want, sizeof(want), 0) != (ssize_t)sizeof(want) ||
+		    (want.chunks > 0 &&
+		     ftruncate(d->state_fd, (off_t)(sizeof(want) + want.chunks)) != 0)) {
+			rc = ms__error_errno(errno, "%s", partial);
+			goto fail;
+		}
+		if (want.size > 0 && (err = posix_fallocate(fd, 0, (off_t)want.size)) != 0 &&
+		    err != EOPNOTSUPP && err != EINVAL) {
+			rc = err == ENOSPC || err == EDQUOT
+			         ? ms__error_set(
+			               MS_ENOSPC,
+			               "%s: no space in the cache %s for its %llu bytes: %s",
+			               sf->location, c->dir, (unsigned long long)want.size,
+			               strerror(err))
+			         : ms__error_errno(err, "%s: reserving %llu bytes", partial,
+			                           (unsigned long long)want.size);
+			goto fail;
+		}
+	}
+	if (want.size > 0) {
+		d->map = mmap(NULL, want.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (d->map == MAP_FAILED) {
+			d->map = NULL;
+			rc = ms__error_errno(errno, "%s: mapping %llu bytes", partial,
+			                     (unsigned long long)want.size);
+			goto fail;
+		}
+	}
+	d->size = want.size;
+	d->chunk = want.chunk_size;
+	d->chunks = want.chunks;
+	*done_out = done;
+	*partial_fd = fd;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	if (d->state_fd >= 0)
+		close(d->state_fd);
+	d->state_fd = -1;
+	/* Nothing half-made stays behind that a later fetch could trust. */
+	unlink(partial);
+	unlink(state);
+	ms__free(done);
+	return rc;
+}
+
+/* Checks the downloaded bytes of a *.safetensors file: header and exact tiling. */
+static int check_safetensors(const unsigned char *data, uint64_t size, const char *what)
+{
+	static const unsigned char empty[8];
+	ms__st_header *h = NULL;
+	uint64_t header_size;
+	int rc;
+
+	rc = ms__st_prefix_parse(&header_size, size >= 8 ? data : empty, size, what);
+	if (rc == 0)
+		rc = ms__st_header_parse(&h, (const char *)data + 8, (size_t)header_size, size,
+		                         what);
+	ms__st_header_free(h);
+	return rc;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* MD5 of `data` against a single-part ETag ("hex32"); other ETags cannot be checked. */
+static int check_md5(const unsigned char *data, uint64_t size, const char *etag, const char *what)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	char hex[33], want[33];
+	size_t n = strlen(etag);
+
+	if (n != 34 || etag[0] != '"' || etag[33] != '"' || strchr(etag, '-') != NULL)
+		return 0;
+	memcpy(want, etag + 1, 32);
+	want[32] = '\0';
+	if (EVP_Digest(size > 0 ? data : (const unsigned char *)"", (size_t)size, md, &len,
+	               EVP_md5(), NULL) != 1 ||
+	    len != 16)
+		return ms__error_set(MS_ERROR, "%s: MD5 failed", what);
+	for (unsigned i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (strcasecmp(hex, want) != 0)
+		return ms__error_set(MS_EIO, "%s: the bytes' MD5 %s does not match the ETag %s",
+		                     what, hex, etag);
+	return 0;
+}
+
+/* Checks the downloaded bytes before they are published. */
+static int verify_bytes(const ms_cache *c, const unsigned char *data, uint64_t size,
+                        const source_file *sf, bool content)
+{
+	int rc = 0;
+
+	if (ends_with(sf->path, ".safetensors"))
+		rc = check_safetensors(data, size, sf->location);
+	if (rc == 0 && content)
+		rc = check_md5(data, size, sf->etag, sf->location);
+	(void)c;
+	return rc;
+}
+
+/* Waits for the workers, reporting progress every tick. */
+static void wait_for_download(fetch *f, download *d, unsigned threads, uint64_t resumed,
+                              uint64_t fetched_before)
+{
+	for (;;) {
+		struct timespec until;
+		unsigned finished;
+		uint64_t now;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += TICK_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&d->lock);
+		if (d->finished < threads)
+			pthread_cond_timedwait(&d->cond, &d->lock, &until);
+		finished = d->finished;
+		pthread_mutex_unlock(&d->lock);
+		now = atomic_load(&d->bytes);
+		f->p.bytes_done = f->done_before + resumed + now;
+		f->p.bytes_fetched = fetched_before + now;
+		if (finished == threads)
+			return;
+		report(f, MS_FETCH_DOWNLOADING, f->p.file);
+	}
+}
+
+/* Downloads, verifies and publishes one blob; the caller holds its lock. */
+static int download_blob(fetch *f, const source_list *l, const source_file *sf)
+{
+	ms_cache *c = f->cache;
+	download d = {.state_fd = -1};
+	pthread_t threads[256];
+	unsigned char *done = NULL;
+	unsigned n = (unsigned)c->opts.concurrency, started = 0;
+	uint64_t resumed = 0, fetched_before = f->p.bytes_fetched;
+	char partial[PATH_MAX], final[PATH_MAX], state[PATH_MAX];
+	int fd = -1, rc;
+
+	if ((rc = open_source(&d.src, l, sf)) < 0)
+		return rc;
+	if (d.src->size != sf->size) {
+		rc = ms__error_set(MS_EIO,
+		                   "%s: its size changed from %llu to %llu bytes while it "
+		                   "was being fetched",
+		                   sf->location, (unsigned long long)sf->size,
+		                   (unsigned long long)d.src->size);
+		ms__source_close(d.src);
+		return rc;
+	}
+	if ((rc = prepare(c, sf, &d, &done, &fd)) < 0) {
+		ms__source_close(d.src);
+		return rc;
+	}
+	d.done = done;
+	for (uint64_t i = 0; i < d.chunks; i++)
+		if (done[i])
+			resumed += i + 1 < d.chunks ? d.chunk : d.size - i * d.chunk;
+	pthread_mutex_init(&d.lock, NULL);
+	pthread_cond_init(&d.cond, NULL);
+	if (n > d.chunks)
+		n = d.chunks > 0 ? (unsigned)d.chunks : 1;
+	for (; started < n && d.chunks > 0; started++)
+		if (pthread_create(&threads[started], NULL, download_worker, &d) != 0)
+			break;
+	if (d.chunks > 0 && started == 0) {
+		ms__error_set(MS_ERROR, "%s: cannot start a download thread", sf->location);
+		ms__error_save(&d.error, d.error_text, sizeof(d.error_text));
+		atomic_store(&d.failed, true);
+	}
+	wait_for_download(f, &d, started, resumed, fetched_before);
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	pthread_cond_destroy(&d.cond);
+	pthread_mutex_destroy(&d.lock);
+	ms__source_close(d.src);
+	if (atomic_load(&d.failed)) {
+		/* The partial and its state stay: the next fetch resumes from them. */
+		rc = ms__error_set(d.error.code, "%s", d.error_text);
+		goto done;
+	}
+	report(f, MS_FETCH_VERIFYING, sf->path);
+	if ((rc = verify_bytes(c, d.map, d.size, sf, c->opts.verify_content)) < 0)
+		goto discard;
+	if (c->medium == MS_CACHE_DISK && d.size > 0 && fdatasync(fd) != 0) {
+		rc = ms__error_errno(errno, "%s: writing the fetched file", sf->path);
+		goto done;
+	}
+	ms__cache_blob_path(c, sf->key, ".partial", partial, sizeof(partial));
+	ms__cache_blob_path(c, sf->key, "", final, sizeof(final));
+	ms__cache_blob_path(c, sf->key, ".state", state, sizeof(state));
+	{
+		ms__cache_blob_info info = {sf->location, sf->etag, sf->size, (int64_t)time(NULL)};
+
+		if ((rc = ms__cache_blob_record(c, sf->key, &info)) < 0)
+			goto done;
+	}
+	if (fchmod(fd, 0444) != 0 || rename(partial, final) != 0) {
+		rc = ms__error_errno(errno, "%s: publishing %s", final, sf->path);
+		goto done;
+	}
+	unlink(state);
+	goto done;
+discard:
+	/* Bytes that fail verification are not worth resuming. */
+	ms__cache_blob_path(c, sf->key, ".partial", partial, sizeof(partial));
+	ms__cache_blob_path(c, sf->key, ".state", state, sizeof(state));
+	unlink(partial);
+	unlink(state);
+done:
+	if (d.map != NULL)
+		munmap(d.map, d.size);
+	if (fd >= 0)
+		close(fd);
+	if (d.state_fd >= 0)
+		close(d.state_fd);
+	ms__free(done);
+	return rc;
+}
+
+static bool blob_present(const ms_cache *c, const source_file *sf)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	return ms__cache_blob_path(c, sf->key, "", path, sizeof(path)) == 0 &&
+	       stat(path, &st) == 0 && (uint64_t)st.st_size == sf->size;
+}
+
+/* Reads the downloader's pid from the lock file (it writes it there). */
+static int lock_owner(int fd)
+{
+	char text[32] = "";
+	ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+
+	text[n > 0 ? n : 0] = '\0';
+	return n > 0 ? (int)strtol(text, NULL, 10) : 0;
+}
+
+/*
+ * Gets one file into the cache: already there, downloaded by this process, or by another
+ * one while this one waits (taking over if that one dies).
+ */
+static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, bool *from_cache)
+{
+	ms_cache *c = f->cache;
+	char lock_path[PATH_MAX], pid[32];
+	bool waited = false;
+	int fd, rc;
+
+	*from_cache = false;
+	if (blob_present(c, sf)) {
+		ms__cache_touch(c, sf->key);
+		*from_cache = true;
+		return 0;
+	}
+	if ((rc = ms__cache_blob_path(c, sf->key, ".lock", lock_path, sizeof(lock_path))) < 0)
+		return rc;
+	fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ms__error_errno(errno, "%s", lock_path);
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			rc = ms__error_errno(errno, "%s: lock", lock_path);
+			close(fd);
+			return rc;
+		}
+		if (blob_present(c, sf))
+			break;
+		waited = true;
+		f->p.waiting_pid = lock_owner(fd);
+		f->p.bytes_done = f->done_before + state_bytes_done(c, sf->key);
+		report(f, MS_FETCH_WAITING, sf->path);
+		usleep(TICK_MS * 1000);
+	}
+	f->p.waiting_pid = 0;
+	if (blob_present(c, sf)) {
+		/* Another process finished it (while we waited, or just before we locked). */
+		close(fd);
+		ms__cache_touch(c, sf->key);
+		*from_cache = true;
+		return 0;
+	}
+	snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
+		rc = ms__error_errno(errno, "%s", lock_path);
+	else
+		rc = download_blob(f, l, sf);
+	(void)waited;
+	close(fd); /* releases the lock */
+	return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The public calls                                                                           */
+/* ---------------------------------------------------------------------------------------- */
+
+int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_fn fn, void *payload)
+{
+	fetch f = {.cache = c, .fn = fn, .payload = payload};
+	source_list l;
+	ms__cache_file *files = NULL;
+	const char **keys = NULL;
+	uint64_t missing = 0;
+	int rc;
+
+	if (c == NULL || source == NULL)
+		return ms__error_set(MS_EINVAL, "ms_cache_fetch: cache or source is NULL");
+	if (!ms__cache_name_ok(name))
+		return ms__error_set(MS_EINVAL,
+		                     "'%.40s' is not a model name (1-128 of A-Z a-z 0-9 . _ -, not "
+		                     "starting with '.')",
+		                     name != NULL ? name : "(null)");
+	clock_gettime(CLOCK_MONOTONIC, &f.start);
+	f.p.model = name;
+	report(&f, MS_FETCH_RESOLVING, NULL);
+	if ((rc = list_source(&l, source)) < 0)
+		return rc;
+	f.client = l.client;
+	files = ms__calloc(l.count, sizeof(*files));
+	keys = ms__calloc(l.count, sizeof(*keys));
+	if (files == NULL || keys == NULL) {
+		rc = ms__error_set(MS_ENOMEM, "%s: out of memory", source);
+		goto done;
+	}
+	f.p.files_total = l.count;
+	for (size_t i = 0; i < l.count; i++) {
+		f.p.bytes_total += l.files[i].size;
+		keys[i] = l.files[i].key;
+		if (!blob_present(c, &l.files[i]))
+			missing += l.files[i].size;
+	}
+	if ((rc = ms__cache_make_room(c, missing, keys, l.count)) < 0)
+		goto done;
+	for (size_t i = 0; i < l.count; i++) {
+		const source_file *sf = &l.files[i];
+		bool cached;
+
+		f.p.file = sf->path;
+		if ((rc = fetch_blob(&f, &l, sf, &cached)) < 0)
+			goto done;
+		f.done_before += sf->size;
+		f.p.bytes_done = f.done_before;
+		f.p.files_done++;
+		f.p.from_cache = cached;
+		report(&f, MS_FETCH_FILE_DONE, sf->path);
+		f.p.from_cache = 0;
+		files[i] = (ms__cache_file){sf->path, sf->key, sf->size, sf->etag, sf->location};
+	}
+	if ((rc = ms__cache_publish(c, name, source, files, l.count)) < 0)
+		goto done;
+	report(&f, MS_FETCH_DONE, NULL);
+done:
+	ms__free(files);
+	ms__free(keys);
+	source_list_free(&l);
+	return rc;
+}
+
+int ms_cache_verify(ms_cache *c, const char *name, int content)
+{
+	char path[PATH_MAX], meta_path[PATH_MAX];
+	const cJSON *item;
+	cJSON *meta;
+	int rc;
+
+	if ((rc = ms_cache_model_path(c, name, path, sizeof(path))) < 0)
+		return rc;
+	snprintf(meta_path, sizeof(meta_path), "%s/models/.meta/%s.json", c->dir, name);
+	if (access(meta_path, F_OK) != 0)
+		return ms__error_set(MS_ENOTFOUND, "%s: no model '%s' in the cache", c->dir, name);
+	if ((meta = ms__cache_read_json(meta_path)) == NULL)
+		return ms_error_last()->code;
+	cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(meta, "files"))
+	{
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(item, "path");
+		const cJSON *k = cJSON_GetObjectItemCaseSensitive(item, "key");
+		const cJSON *size = cJSON_GetObjectItemCaseSensitive(item, "size");
+		const cJSON *etag = cJSON_GetObjectItemCaseSensitive(item, "etag");
+		char blob[PATH_MAX], what[PATH_MAX + 8];
+		source_file sf = {0};
+		struct stat st;
+		void *map = NULL;
+		int fd;
+
+		if (!cJSON_IsString(p) || !cJSON_IsString(k) || !cJSON_IsNumber(size) ||
+		    strlen(k->valuestring) != MS__CACHE_KEY_LEN) {
+			rc = ms__error_set(MS_EFORMAT, "%s: a damaged file entry", meta_path);
+			break;
+		}
+		snprintf(what, sizeof(what), "%s/%s", path, p->valuestring);
+		ms__cache_blob_path(c, k->valuestring, "", blob, sizeof(blob));
+		if ((fd = open(blob, O_RDONLY | O_CLOEXEC)) < 0) {
+			rc = ms__error_errno(errno, "%s: its cached file %s", what, blob);
+			break;
+		}
+		if (fstat(fd, &st) != 0 || (double)st.st_size != size->valuedouble) {
+			rc = ms__error_set(MS_EIO, "%s: %lld bytes in the cache, %.0f recorded",
+			                   what, (long long)st.st_size, size->valuedouble);
+			close(fd);
+			break;
+		}
+		if (st.st_size > 0 && (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+		                                  fd, 0)) == MAP_FAILED) {
+			rc = ms__error_errno(errno, "%s: mapping", what);
+			close(fd);
+			break;
+		}
+		sf.path = p->valuestring;
+		sf.location = what;
+		sf.etag = cJSON_IsString(etag) ? etag->valuestring : "";
+		rc = verify_bytes(c, map, (uint64_t)st.st_size, &sf, content);
+		if (map != NULL)
+			munmap(map, (size_t)st.st_size);
+		close(fd);
+		if (rc < 0)
+			break;
+	}
+	cJSON_Delete(meta);
+	return rc;
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# End-to-end tests of `modelstream fetch` and the node cache, against the fault-injecting
+# S3 endpoint (tests/support/s3fault.py) on 127.0.0.1 and real mounts made here: a plain
+# directory, tmpfs with huge=within_size (huge pages proven from /proc/meminfo), a small
+# tmpfs that fills up, and hugetlbfs. Single flight across 8 processes, kill -9 and resume,
+# budgets and eviction, verification, progress logs.
+# Usage: tests/cache_tests.sh BUILD_DIR. Ends with "N passed, M failed". Mounts need root.
+set -u
+build=$1
+cli=$(cd "$build" && pwd)/modelstream
+mkmodel=$(cd "$build" && pwd)/mkmodel
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-cache-tests.XXXXXX")
+passed=0
+failed=0
+server=
+mounts=()
+hugepages_before=
+
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  jobs -p | xargs -r kill -9 2>/dev/null
+  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null; done
+  [ -n "$hugepages_before" ] && echo "$hugepages_before" >/proc/sys/vm/nr_hugepages
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+pass() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
+skip() { echo "ok - $1 # SKIP $2"; }
+
+# The model: two shards of numpy-readable dtypes, a config and a tokenizer, in a bucket.
+src=$tmp/root/models/llama
+mkdir -p "$src/original"
+dtypes=U8,I8,U16,I16,F16,U32,I32,F32,U64,I64,F64
+"$mkmodel" --seed 11 --dtypes $dtypes --small-count 300 --large-count 2 --large-bytes 12M "$src/model-00001-of-00002.safetensors" >/dev/null
+"$mkmodel" --seed 12 --dtypes $dtypes --small-count 200 --large-count 2 --large-bytes 8M "$src/model-00002-of-00002.safetensors" >/dev/null
+echo '{"architectures": ["LlamaForCausalLM"]}' >"$src/config.json"
+head -c 100000 /dev/urandom | base64 >"$src/tokenizer.json"
+echo '{"dim": 4096}' >"$src/original/params.json"
+model_bytes=$(find "$src" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+want=$(python3 tests/support/st_checksums.py "$src"/*.safetensors)
+
+python3 tests/support/s3fault.py --root "$tmp/root" --port 0 --port-file "$tmp/port" --require-auth \
+  >"$tmp/server.log" 2>&1 &
+server=$!
+for _ in $(seq 50); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+port=$(cat "$tmp/port")
+export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=AKIDCACHETEST AWS_SECRET_ACCESS_KEY=cache-test-secret-never-printed
+control() { curl -s -X POST -d "$2" "http://127.0.0.1:$port/__control/$1" >/dev/null; }
+served() { # body bytes served since the last reset, all objects
+  curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["bytes_served_total"])'
+}
+
+# Checks that DIR/models/llama holds the model, read by Python (mmap) and by modelstream.
+check_model() {
+  local name=$1 dir=$2 got_py got_ms
+  for f in config.json tokenizer.json original/params.json model-00001-of-00002.safetensors model-00002-of-00002.safetensors; do
+    cmp -s "$dir/models/llama/$f" "$src/$f" || { fail "$name" "$f differs"; return; }
+  done
+  got_py=$(python3 tests/support/st_checksums.py "$dir"/models/llama/*.safetensors 2>&1)
+  got_ms=$("$cli" stream "$dir/models/llama/" --checksum --quiet 2>&1 | sort)
+  if [ "$got_py" = "$want" ] && [ "$got_ms" = "$want" ]; then pass "$name"
+  else fail "$name" "python or modelstream read different tensors"; fi
+}
+
+# --- a plain directory -------------------------------------------------------------------
+mkdir -p "$tmp/plain"
+control reset '{}'
+if "$cli" fetch s3://models/llama/ --cache "$tmp/plain" >"$tmp/out" 2>"$tmp/err"; then
+  pass "fetch of a model directory into a plain directory"
+else fail "fetch of a model directory into a plain directory" "$(cat "$tmp/err")"; fi
+check_model "the cached model reads back bit-identically (safe_open and modelstream stream)" "$tmp/plain"
+[ "$(served)" -eq "$model_bytes" ] && pass "the origin served the model's bytes exactly once" ||
+  fail "the origin served the model's bytes exactly once" "$(served) of $model_bytes"
+grep -q "fetch llama: ready at $tmp/plain/models/llama: 5 files" "$tmp/out" &&
+  grep -q "model-00001-of-00002.safetensors ready (.*fetched and verified)" "$tmp/out" &&
+  pass "progress: a line per file and a summary" || fail "progress: a line per file and a summary" "$(cat "$tmp/out")"
+control reset '{}'
+"$cli" fetch s3://models/llama/ --cache "$tmp/plain" >"$tmp/out" 2>&1
+[ "$(served)" -eq 0 ] && grep -q "already in the cache" "$tmp/out" &&
+  pass "a second fetch is served from the cache (0 bytes from the origin)" ||
+  fail "a second fetch is served from the cache" "$(served) bytes"
+[ -L "$tmp/plain/models/llama" ] && [ "$(readlink "$tmp/plain/models/llama/config.json" | cut -c1-3)" = "../" ] &&
+  pass "model links are relative (the cache works mounted elsewhere)" || fail "model links are relative"
+cp -a "$tmp/plain" "$tmp/moved"
+check_model "a copy of the cache at another path still reads back" "$tmp/moved"
+
+# --- tmpfs with huge pages ---------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$tmp/thp" && mount -t tmpfs -o huge=within_size,size=256M tmpfs "$tmp/thp"; then
+  mounts+=("$tmp/thp")
+  before=$(awk '/^ShmemHugePages:/ {print $2}' /proc/meminfo)
+  "$cli" fetch s3://models/llama/ --cache "$tmp/thp" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  after=$(awk '/^ShmemHugePages:/ {print $2}' /proc/meminfo)
+  grep -q "(tmpfs (huge pages))" "$tmp/out" && [ $rc -eq 0 ] &&
+    pass "tmpfs with huge=within_size is detected" || fail "tmpfs with huge=within_size is detected" "rc=$rc $(cat "$tmp/out" "$tmp/err")"
+  # Each shard's size is set before it is written, so all but its last partial 2 MiB is huge.
+  if [ $((after - before)) -ge 32768 ]; then
+    pass "the cached files sit in huge pages (ShmemHugePages +$((after - before)) kB)"
+  else fail "the cached files sit in huge pages" "ShmemHugePages $before -> $after kB"; fi
+  check_model "the model in tmpfs reads back bit-identically (safe_open and modelstream stream)" "$tmp/thp"
+else
+  skip "tmpfs with huge pages" "needs root to mount"
+fi
+
+# --- a full tmpfs ------------------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$tmp/small" && mount -t tmpfs -o size=16M tmpfs "$tmp/small"; then
+  mounts+=("$tmp/small")
+  "$cli" fetch s3://models/llama/ --cache "$tmp/small" >"$tmp/out" 2>"$tmp/err"
+  rc=$?
+  if [ $rc -eq 8 ] && grep -q "s3://models/llama/model-0000[12]-of-00002.safetensors: no space in the cache" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+     [ ! -e "$tmp/small/models/llama" ] && ! ls "$tmp/small/blobs" | grep -qE '^[0-9a-f]{40}\.partial$'; then
+    pass "a full tmpfs: exit 8, one line, no partial file and no model left"
+  else fail "a full tmpfs: exit 8, one line, no partial file and no model left" "rc=$rc $(cat "$tmp/err"; ls "$tmp/small/blobs")"; fi
+else
+  skip "a full tmpfs" "needs root to mount"
+fi
+
+# --- hugetlbfs -----------------------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$tmp/huge"; then
+  hugepages_before=$(cat /proc/sys/vm/nr_hugepages)
+  echo 64 >/proc/sys/vm/nr_hugepages
+  if mount -t hugetlbfs -o pagesize=2M none "$tmp/huge" 2>/dev/null; then
+    mounts+=("$tmp/huge")
+    "$cli" fetch s3://models/llama/ --cache "$tmp/huge" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "is hugetlbfs" "$tmp/err" && grep -q "huge=within_size" "$tmp/err" &&
+       [ -z "$(ls -A "$tmp/huge")" ]; then
+      pass "hugetlbfs is refused with the reason and the tmpfs mount to use instead, leaving nothing"
+    else fail "hugetlbfs is refused with the reason" "rc=$rc $(cat "$tmp/err")"; fi
+  else
+    skip "hugetlbfs" "cannot mount it here"
+  fi
+else
+  skip "hugetlbfs" "needs root"
+fi
+
+# --- single flight: eight processes, one download ----------------------------------------
+mkdir -p "$tmp/eight"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.05}]'
+pids=()
+for i in $(seq 8); do
+  "$cli" fetch s3://models/llama/ --cache "$tmp/eight" --chunk-size 1M --concurrency 4 \
+    --progress-every 0.5 >"$tmp/eight-$i.out" 2>&1 &
+  pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+control script '[]'
+[ "$ok" -eq 8 ] && pass "eight concurrent fetches of one model all succeed" ||
+  fail "eight concurrent fetches of one model all succeed" "$ok of 8; $(cat "$tmp"/eight-*.out | grep modelstream: | head -3)"
+[ "$(served)" -eq "$model_bytes" ] && pass "...and the origin served the model's bytes once ($model_bytes bytes)" ||
+  fail "...and the origin served the model's bytes once" "$(served) of $model_bytes bytes"
+grep -l "waiting for process" "$tmp"/eight-*.out >/dev/null && pass "waiters say whom they wait for, with its progress" ||
+  fail "waiters say whom they wait for, with its progress"
+check_model "the eight fetches left one verified model" "$tmp/eight"
+
+# --- kill -9 mid-fetch, then resume ------------------------------------------------------
+mkdir -p "$tmp/killed"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.1}]'
+# Watches for a model that is published before it is whole, or a blob that is short.
+(
+  while :; do
+    if [ -e "$tmp/killed/models/llama" ] && ! cmp -s "$tmp/killed/models/llama/model-00002-of-00002.safetensors" "$src/model-00002-of-00002.safetensors"; then
+      echo "model published before complete" >"$tmp/watch-failed"
+    fi
+    for b in "$tmp"/killed/blobs/*; do
+      case $b in *.*) continue ;; esac
+      [ -f "$b.json" ] || echo "blob $b without its record" >"$tmp/watch-failed"
+    done
+    sleep 0.02
+  done
+) &
+watcher=$!
+for delay in 0.4 0.9 1.3; do
+  "$cli" fetch s3://models/llama/ --cache "$tmp/killed" --chunk-size 1M --concurrency 2 >/dev/null 2>&1 &
+  victim=$!
+  sleep $delay
+  kill -9 $victim 2>/dev/null
+  wait $victim 2>/dev/null
+done
+partials=$(ls "$tmp/killed/blobs" | grep -c '\.partial$')
+[ ! -e "$tmp/killed/models/llama" ] && [ "$partials" -ge 1 ] &&
+  pass "after kill -9: no model published, a partial download left to resume" ||
+  fail "after kill -9: no model published, a partial download left to resume" "$partials partials"
+"$cli" fetch s3://models/llama/ --cache "$tmp/killed" --chunk-size 1M --concurrency 2 >"$tmp/out" 2>&1
+rc=$?
+kill $watcher 2>/dev/null; wait $watcher 2>/dev/null
+control script '[]'
+[ $rc -eq 0 ] && pass "the next fetch completes" || fail "the next fetch completes" "$(cat "$tmp/out")"
+total=$(served)
+# Resumed, not restarted: at most the chunks in flight at each kill are fetched twice.
+[ "$total" -le $((model_bytes + 3 * 2 * 1048576)) ] &&
+  pass "...resuming what was there ($total bytes served for a $model_bytes-byte model over 4 runs)" ||
+  fail "...resuming what was there" "$total bytes served for $model_bytes"
+check_model "...and the model is bit-identical" "$tmp/killed"
+[ ! -e "$tmp/watch-failed" ] && pass "no reader could see a partial file as complete" ||
+  fail "no reader could see a partial file as complete" "$(cat "$tmp/watch-failed")"
+
+# --- a broken file at the source --------------------------------------------------------
+mkdir -p "$tmp/root/models/broken" "$tmp/bad"
+cp "$src/config.json" "$tmp/root/models/broken/"
+head -c 5000 "$src/model-00001-of-00002.safetensors" >"$tmp/root/models/broken/model.safetensors"
+"$cli" fetch s3://models/broken/ --cache "$tmp/bad" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 3 ] && grep -q "s3://models/broken/model.safetensors" "$tmp/err" && [ ! -e "$tmp/bad/models/broken" ] &&
+  ! ls "$tmp/bad/blobs" | grep -q partial &&
+  pass "a truncated safetensors file fails the fetch (exit 3), naming it; nothing is published" ||
+  fail "a truncated safetensors file fails the fetch" "rc=$rc $(cat "$tmp/err")"
+
+# --- budget and eviction -----------------------------------------------------------------
+mkdir -p "$tmp/root/models/small" "$tmp/budget"
+"$mkmodel" --seed 13 --dtypes $dtypes --small-count 10 --large-count 1 --large-bytes 4M "$tmp/root/models/small/model.safetensors" >/dev/null
+"$cli" fetch s3://models/llama/ --cache "$tmp/budget" -q || fail "budget: first fetch"
+"$cli" fetch s3://models/small/ --cache "$tmp/budget" --budget $((model_bytes + 1048576)) >"$tmp/out" 2>"$tmp/err"
+rc=$?
+"$cli" cache ls --cache "$tmp/budget" >"$tmp/ls"
+if [ $rc -eq 0 ] && grep -q "^small " "$tmp/ls" && ! grep -q "^llama " "$tmp/ls" && [ ! -e "$tmp/budget/models/llama" ]; then
+  pass "a budget evicts the least recently used model to make room"
+else fail "a budget evicts the least recently used model to make room" "rc=$rc $(cat "$tmp/err" "$tmp/ls")"; fi
+"$cli" fetch s3://models/llama/ --cache "$tmp/budget" -q
+mkdir -p "$tmp/root/models/other"
+"$mkmodel" --seed 14 --dtypes $dtypes --small-count 10 --large-count 1 --large-bytes 4M "$tmp/root/models/other/model.safetensors" >/dev/null
+exec 7<"$tmp/budget/models/llama/model-00001-of-00002.safetensors"   # a reader holds one file
+"$cli" fetch s3://models/other/ --cache "$tmp/budget" --budget $((model_bytes + 1048576)) >"$tmp/out" 2>"$tmp/err"
+rc=$?
+exec 7<&-
+[ $rc -eq 8 ] && grep -q "budget" "$tmp/err" && [ -e "$tmp/budget/models/llama/config.json" ] &&
+  pass "a file held open is never evicted: the fetch fails with exit 8 instead" ||
+  fail "a file held open is never evicted" "rc=$rc $(cat "$tmp/err")"
+
+# --- verify, rm, gc ----------------------------------------------------------------------
+"$cli" cache verify llama --cache "$tmp/plain" --content >"$tmp/out" 2>&1 &&
+  pass "cache verify --content: every byte matches its ETag" || fail "cache verify --content" "$(cat "$tmp/out")"
+blob=$(readlink -f "$tmp/plain/models/llama/model-00002-of-00002.safetensors")
+chmod u+w "$blob"
+printf 'X' | dd of="$blob" bs=1 seek=9 conv=notrunc 2>/dev/null
+"$cli" cache verify llama --cache "$tmp/plain" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 3 ] && grep -q "model-00002-of-00002.safetensors" "$tmp/err" &&
+  pass "cache verify finds a damaged header (exit 3, naming the file)" || fail "cache verify finds a damaged header" "rc=$rc $(cat "$tmp/err")"
+"$cli" cache rm llama --cache "$tmp/plain" >/dev/null && "$cli" cache gc --cache "$tmp/plain" >"$tmp/out" 2>&1
+[ -z "$("$cli" cache ls --cache "$tmp/plain")" ] && grep -q "removed 5 files" "$tmp/out" &&
+  [ -z "$(ls "$tmp/plain/blobs" | grep -v '\.lock$')" ] &&
+  pass "cache rm then gc removes the model and its files" || fail "cache rm then gc" "$(cat "$tmp/out")"
+
+# --- logs --------------------------------------------------------------------------------
+mkdir -p "$tmp/json"
+"$cli" fetch s3://models/llama/ --cache "$tmp/json" --log-format json >"$tmp/out" 2>"$tmp/err"
+python3 - "$tmp/out" <<'PY' && pass "--log-format json: one JSON object per line, file events and a done event" || fail "--log-format json" "$(head -3 "$tmp/out")"
+import json, sys
+events = [json.loads(line) for line in open(sys.argv[1])]
+assert [e["event"] for e in events].count("file") == 5
+done = events[-1]
+assert done["event"] == "done" and done["files"] == 5 and done["bytes_fetched"] == done["bytes_total"]
+PY
+if grep -qF -e "cache-test-secret-never-printed" "$tmp"/*.out "$tmp/out" "$tmp/err"; then fail "no secret in any output"
+else pass "no secret in any output"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
