@@ -2,7 +2,8 @@
 #
 #   make            the library (shared + static), the CLI and the pkg-config file
 #   make test       installs what is missing, then runs every check CI runs
-#   make demo       installs what is missing, then streams a generated model
+#   make demo       installs what is missing, then fetches a generated model from a local
+#                   S3 server into a node cache and streams it
 #   make bench      benchmarks against memcpy, cat, Python safetensors, Run:ai
 #   make fuzz       fuzzes the header parser for FUZZ_SECONDS (default 60)
 #   make SANITIZE=address,undefined test-unit    one sanitizer build of the unit tests
