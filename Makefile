@@ -72,6 +72,13 @@ $(B)/tests/%.o: tests/%.c $(wildcard tests/support/*.h lib/*.h lib/include/*.h)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -c $< -o $@
 
+# The fetch configuration loader (cmd/) has a unit test of its own, linked with libyaml.
+$(B)/cmd/modelstream/config.o: lib/alloc.h
+$(B)/tests/test_config.o: cmd/modelstream/config.h
+$(B)/tests/test_config: $(B)/tests/test_config.o $(B)/cmd/modelstream/config.o $(SUP_OBJ) \
+                        $(B)/tests/support/testutil.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lyaml -lcriterion
+
 $(SHARED): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 	ln -sf $(notdir $@) $(B)/$(SONAME)
@@ -226,7 +233,7 @@ $(B)/memcpy_bench: tests/bench/memcpy_bench.c
 
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_TARGETS := header s3_xml aws_config creds_json
+FUZZ_TARGETS := header s3_xml aws_config creds_json config
 # The header parser's corpus predates the others' naming.
 fuzz_corpus   = $(if $(filter header,$(1)),tests/fuzz/corpus,tests/fuzz/corpus_$(1))
 
@@ -234,6 +241,13 @@ $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	  -o $@ $< $(LIB_SRC) $(LIB_LIBS) -pthread
+
+# The configuration loader needs only the allocation front end of the library.
+$(B)/fuzz_config: tests/fuzz/fuzz_config.c cmd/modelstream/config.c cmd/modelstream/config.h \
+                  lib/alloc.c lib/alloc.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	  -o $@ tests/fuzz/fuzz_config.c cmd/modelstream/config.c lib/alloc.c -lyaml -lcjson -pthread
 
 # Replays every seed corpus (regressions included) through its fuzz target, without
 # fuzzing: part of `make test` wherever clang's libFuzzer is installed.

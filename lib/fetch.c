@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -43,6 +44,7 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
+#include "admission.h"
 #include "alloc.h"
 #include "cache.h"
 #include "error.h"
@@ -95,6 +97,7 @@ typedef struct {
 	struct timespec start;
 	uint64_t done_before; /* bytes of files finished before the current one */
 	ms__s3_client *client;
+	ms__admission *adm; /* object storage only */
 } fetch;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -300,8 +303,17 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 	f->p.file = file;
 	f->p.seconds =
 	    (double)(now.tv_sec - f->start.tv_sec) + (double)(now.tv_nsec - f->start.tv_nsec) / 1e9;
-	if (f->client != NULL)
+	if (f->client != NULL) {
 		f->p.retries = ms__s3_client_retries(f->client);
+		f->p.throttled = ms__s3_client_throttles(f->client);
+	}
+	if (f->adm != NULL) {
+		ms__admission_stats st;
+
+		ms__admission_stats_get(f->adm, &st);
+		f->p.window = st.window;
+		f->p.slot_waits = st.slot_waits;
+	}
 	if (f->fn != NULL)
 		f->fn(&f->p, f->payload);
 }
@@ -350,13 +362,16 @@ static uint64_t state_bytes_done(const ms_cache *c, const char *key)
 /* The shared state of one blob's download. */
 typedef struct {
 	ms__source *src;
+	ms__admission *adm; /* NULL: no admission control (local files) */
 	unsigned char *map;
 	int state_fd;
 	const unsigned char *done; /* which chunks were done before this process started */
 	uint64_t size, chunk;
 	uint64_t chunks;
 	atomic_ullong next;
-	atomic_ullong bytes; /* written by this process */
+	atomic_ullong bytes;        /* written by this process */
+	double patience_until;      /* monotonic seconds: give up on an unavailable store */
+	atomic_uint patience_waits; /* reads that waited out an unavailable store */
 	atomic_bool failed;
 	pthread_mutex_t lock; /* guards error, finished and the condition */
 	pthread_cond_t cond;
@@ -365,31 +380,110 @@ typedef struct {
 	char error_text[MS__ERROR_MAX];
 } download;
 
-static void *download_worker(void *payload)
+typedef struct {
+	download *d;
+	unsigned index;
+	unsigned seed;
+} worker_arg;
+
+static double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleeps 1 s, 2 s, 4 s ... up to 30 s, with full jitter, never past `until`. */
+static void patience_sleep(unsigned attempt, unsigned *seed, double until)
+{
+	double cap = attempt < 5 ? (double)(1u << attempt) : 30.0, left = until - now_mono();
+	double wait = cap * (double)rand_r(seed) / (double)RAND_MAX;
+
+	if (wait > left)
+		wait = left;
+	if (wait > 0)
+		usleep((useconds_t)(wait * 1e6));
+}
+
+static bool no_chunks_left(void *payload)
 {
 	download *d = payload;
 
+	return atomic_load(&d->next) >= d->chunks || atomic_load(&d->failed);
+}
+
+static bool holds_a_chunk(void *payload)
+{
+	(void)payload;
+	return true;
+}
+
+static void fail_download(download *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (!atomic_load(&d->failed))
+		ms__error_save(&d->error, d->error_text, sizeof(d->error_text));
+	atomic_store(&d->failed, true);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void *download_worker(void *payload)
+{
+	worker_arg *w = payload;
+	download *d = w->d;
+
 	while (!atomic_load(&d->failed)) {
-		uint64_t i = atomic_fetch_add(&d->next, 1), offset, length;
+		uint64_t i, offset, length;
 		unsigned char one = 1;
 		int rc;
 
-		if (i >= d->chunks)
+		/* Admission first (the window, a node-wide slot), then a chunk to read. */
+		if (d->adm != NULL &&
+		    ms__admission_enter(d->adm, w->index, no_chunks_left, d) < 0) {
+			fail_download(d);
 			break;
-		if (d->done[i])
+		}
+		i = atomic_fetch_add(&d->next, 1);
+		if (i >= d->chunks || d->done[i]) {
+			if (d->adm != NULL)
+				ms__admission_leave(d->adm, w->index);
+			if (i >= d->chunks)
+				break;
 			continue;
+		}
 		offset = i * d->chunk;
 		length = d->size - offset < d->chunk ? d->size - offset : d->chunk;
-		rc = ms__source_read(d->src, d->map + offset, offset, (size_t)length);
+		for (unsigned patient = 0;; patient++) {
+			rc = d->adm != NULL ? ms__admission_pace(d->adm, length) : 0;
+			if (rc == 0)
+				rc = ms__source_read(d->src, d->map + offset, offset,
+				                     (size_t)length);
+			if (d->adm != NULL)
+				ms__admission_leave(d->adm, w->index);
+			/* The store kept saying "slow down" (or could not be reached) through all
+			 * of one read's retries. A fetch is an init container: it waits, with the
+			 * window halved meanwhile, up to its patience, rather than fail the pod. */
+			if (rc != MS_EUNAVAILABLE || now_mono() >= d->patience_until ||
+			    atomic_load(&d->failed))
+				break;
+			atomic_fetch_add(&d->patience_waits, 1);
+			patience_sleep(patient, &w->seed, d->patience_until);
+			/* This worker holds a chunk: it takes a slot again but does not wait for
+			 * the window (which may have shrunk below it), or nobody would finish the
+			 * chunk. */
+			if (d->adm != NULL &&
+			    ms__admission_enter(d->adm, w->index, holds_a_chunk, NULL) < 0) {
+				rc =
+				    ms__error_set(MS_EIO, "%s: admission failed", d->src->location);
+				break;
+			}
+		}
 		if (rc == 0 && pwrite(d->state_fd, &one, 1, (off_t)(sizeof(state_header) + i)) != 1)
 			rc = ms__error_errno(errno, "%s: writing the download's state",
 			                     d->src->location);
 		if (rc < 0) {
-			pthread_mutex_lock(&d->lock);
-			if (!atomic_load(&d->failed))
-				ms__error_save(&d->error, d->error_text, sizeof(d->error_text));
-			atomic_store(&d->failed, true);
-			pthread_mutex_unlock(&d->lock);
+			fail_download(d);
 			break;
 		}
 		atomic_fetch_add(&d->bytes, length);
@@ -583,6 +677,9 @@ static void wait_for_download(fetch *f, download *d, unsigned threads, uint64_t 
 		now = atomic_load(&d->bytes);
 		f->p.bytes_done = f->done_before + resumed + now;
 		f->p.bytes_fetched = fetched_before + now;
+		if (f->adm != NULL)
+			ms__admission_tick(f->adm, f->p.bytes_fetched,
+			                   ms__s3_client_throttles(f->client));
 		if (finished == threads)
 			return;
 		report(f, MS_FETCH_DOWNLOADING, f->p.file);
@@ -593,8 +690,9 @@ static void wait_for_download(fetch *f, download *d, unsigned threads, uint64_t 
 static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 {
 	ms_cache *c = f->cache;
-	download d = {.state_fd = -1};
+	download d = {.state_fd = -1, .adm = f->adm};
 	pthread_t threads[256];
+	worker_arg args[256];
 	unsigned char *done = NULL;
 	unsigned n = (unsigned)c->opts.concurrency, started = 0;
 	uint64_t resumed = 0, fetched_before = f->p.bytes_fetched;
@@ -617,6 +715,8 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 		return rc;
 	}
 	d.done = done;
+	d.patience_until =
+	    now_mono() + (c->opts.patience_seconds > 0 ? c->opts.patience_seconds : 600);
 	for (uint64_t i = 0; i < d.chunks; i++)
 		if (done[i])
 			resumed += i + 1 < d.chunks ? d.chunk : d.size - i * d.chunk;
@@ -624,9 +724,12 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 	pthread_cond_init(&d.cond, NULL);
 	if (n > d.chunks)
 		n = d.chunks > 0 ? (unsigned)d.chunks : 1;
-	for (; started < n && d.chunks > 0; started++)
-		if (pthread_create(&threads[started], NULL, download_worker, &d) != 0)
+	for (; started < n && d.chunks > 0; started++) {
+		args[started] =
+		    (worker_arg){&d, started, (unsigned)getpid() * 2654435761u + started};
+		if (pthread_create(&threads[started], NULL, download_worker, &args[started]) != 0)
 			break;
+	}
 	if (d.chunks > 0 && started == 0) {
 		ms__error_set(MS_ERROR, "%s: cannot start a download thread", sf->location);
 		ms__error_save(&d.error, d.error_text, sizeof(d.error_text));
@@ -755,11 +858,155 @@ static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, boo
 	return rc;
 }
 
+/* Hashes a complete blob and compares it with the 64 hex digits at `want`. */
+static int check_blob_sha256(const ms_cache *c, const source_file *sf, const char *want,
+                             const char *manifest)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	char path[PATH_MAX], hex[65];
+	struct stat st;
+	void *map = NULL;
+	int fd, rc = 0;
+
+	ms__cache_blob_path(c, sf->key, "", path, sizeof(path));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return ms__error_errno(errno, "%s", path);
+	if (fstat(fd, &st) != 0 ||
+	    (st.st_size > 0 &&
+	     (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED)) {
+		rc = ms__error_errno(errno, "%s", path);
+		close(fd);
+		return rc;
+	}
+	if (EVP_Digest(st.st_size > 0 ? map : "", (size_t)st.st_size, md, &len, EVP_sha256(),
+	               NULL) != 1)
+		rc = ms__error_set(MS_ERROR, "%s: SHA-256 failed", sf->location);
+	if (map != NULL && map != MAP_FAILED)
+		munmap(map, (size_t)st.st_size);
+	close(fd);
+	for (unsigned i = 0; rc == 0 && i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (rc == 0 && strncasecmp(hex, want, 64) != 0)
+		rc = ms__error_set(MS_EIO, "%s: its SHA-256 %s is not the %.64s that %s lists",
+		                   sf->location, hex, want, manifest);
+	return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* A sha256 manifest                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+#define MANIFEST_MAX (1u << 20)
+
+/* Reads a small object or file whole (a manifest): at most MANIFEST_MAX bytes. */
+static int read_small(char **out, size_t *len, const char *location)
+{
+	ms__source *src = NULL;
+	char *buf;
+	int rc;
+
+	*out = NULL;
+	if (ms__source_custom_handles(location))
+		rc = ms__source_custom_open(&src, location);
+	else if (ms__source_s3_handles(location))
+		rc = ms__source_s3_open(&src, location);
+	else
+		rc = ms__source_file_open(&src, location, MS_DIRECT_IO_OFF);
+	if (rc < 0)
+		return rc;
+	if (src->size > MANIFEST_MAX) {
+		rc = ms__error_set(MS_EFORMAT, "%s: a manifest of %llu bytes (at most %u)",
+		                   location, (unsigned long long)src->size, MANIFEST_MAX);
+		ms__source_close(src);
+		return rc;
+	}
+	buf = ms__malloc((size_t)src->size + 1);
+	if (buf == NULL) {
+		ms__source_close(src);
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
+	}
+	rc = src->size > 0 ? ms__source_read(src, buf, 0, (size_t)src->size) : 0;
+	*len = (size_t)src->size;
+	ms__source_close(src);
+	if (rc < 0) {
+		ms__free(buf);
+		return rc;
+	}
+	buf[*len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/*
+ * Checks the fetched files against a sha256sum-format manifest ("<64 hex>  <path>" or
+ * "<64 hex> *<path>" per line, paths relative to the model): every file it lists must be
+ * in the model with that SHA-256. Runs before the model is published.
+ */
+static int check_manifest(fetch *f, const source_list *l, const char *manifest)
+{
+	char *text = NULL, *line, *save = NULL;
+	size_t len = 0, lineno = 0, checked = 0;
+	int rc;
+
+	if ((rc = read_small(&text, &len, manifest)) < 0)
+		return rc;
+	if (memchr(text, '\0', len) != NULL) {
+		ms__free(text);
+		return ms__error_set(MS_EFORMAT, "%s: a manifest must be text", manifest);
+	}
+	for (line = strtok_r(text, "\n", &save); line != NULL && rc == 0;
+	     line = strtok_r(NULL, "\n", &save)) {
+		const source_file *sf = NULL;
+		const char *path;
+		size_t n = strlen(line);
+
+		lineno++;
+		if (n > 0 && line[n - 1] == '\r')
+			line[--n] = '\0';
+		if (n == 0 || line[0] == '#')
+			continue;
+		if (n < 67 || strspn(line, "0123456789abcdefABCDEF") != 64 || line[64] != ' ' ||
+		    (line[65] != ' ' && line[65] != '*')) {
+			rc = ms__error_set(
+			    MS_EFORMAT,
+			    "%s:%zu: not a sha256sum line (\"<64 hex digits>  <path>\")", manifest,
+			    lineno);
+			break;
+		}
+		path = line + 66;
+		while (path[0] == '.' && path[1] == '/')
+			path += 2;
+		for (size_t i = 0; i < l->count && sf == NULL; i++)
+			if (strcmp(l->files[i].path, path) == 0)
+				sf = &l->files[i];
+		if (sf == NULL) {
+			rc = ms__error_set(MS_ENOTFOUND,
+			                   "%s:%zu: lists %.200s, which the model lacks", manifest,
+			                   lineno, path);
+			break;
+		}
+		report(f, MS_FETCH_VERIFYING, sf->path);
+		rc = check_blob_sha256(f->cache, sf, line, manifest);
+		checked++;
+	}
+	if (rc == 0 && checked == 0)
+		rc = ms__error_set(MS_EFORMAT, "%s: lists no files", manifest);
+	ms__free(text);
+	return rc;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* The public calls                                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
 int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_fn fn, void *payload)
+{
+	return ms_cache_fetch_verified(c, source, name, NULL, fn, payload);
+}
+
+int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, const char *manifest,
+                            ms_fetch_fn fn, void *payload)
 {
 	fetch f = {.cache = c, .fn = fn, .payload = payload};
 	source_list l;
@@ -781,6 +1028,17 @@ int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_f
 	if ((rc = list_source(&l, source)) < 0)
 		return rc;
 	f.client = l.client;
+	if (l.client != NULL) {
+		ms__admission_options ao = {
+		    .max_connections = c->opts.node_connections > 0 ? c->opts.node_connections : 64,
+		    .max_bytes_per_second = c->opts.node_bytes_per_second,
+		    .max_window = (unsigned)c->opts.concurrency,
+		    .adaptive = !c->opts.fixed_concurrency,
+		};
+
+		if ((rc = ms__admission_open(&f.adm, c->dir, &ao)) < 0)
+			goto done;
+	}
 	files = ms__calloc(l.count, sizeof(*files));
 	keys = ms__calloc(l.count, sizeof(*keys));
 	if (files == NULL || keys == NULL) {
@@ -811,10 +1069,13 @@ int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_f
 		f.p.from_cache = 0;
 		files[i] = (ms__cache_file){sf->path, sf->key, sf->size, sf->etag, sf->location};
 	}
+	if (manifest != NULL && (rc = check_manifest(&f, &l, manifest)) < 0)
+		goto done;
 	if ((rc = ms__cache_publish(c, name, source, files, l.count)) < 0)
 		goto done;
 	report(&f, MS_FETCH_DONE, NULL);
 done:
+	ms__admission_close(f.adm);
 	ms__free(files);
 	ms__free(keys);
 	source_list_free(&l);

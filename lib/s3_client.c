@@ -43,11 +43,12 @@ struct ms__s3_client {
 	/* Server time minus ours, learnt from RequestTimeTooSkewed; read by every request as
 	 * it signs. Relaxed: a stale value costs one more retry, nothing else. */
 	atomic_llong clock_offset;
-	atomic_int budget;    /* retry tokens left */
-	int budget_max;       /* and at most */
-	atomic_uint retries;  /* retries made, for statistics */
-	atomic_uint seed_seq; /* spreads the jitter seeds of concurrent requests */
-	atomic_uint refs;     /* sources sharing the client hold one each */
+	atomic_int budget;     /* retry tokens left */
+	int budget_max;        /* and at most */
+	atomic_uint retries;   /* retries made, for statistics */
+	atomic_uint throttles; /* 503/429/SlowDown answers and timeouts: for admission control */
+	atomic_uint seed_seq;  /* spreads the jitter seeds of concurrent requests */
+	atomic_uint refs;      /* sources sharing the client hold one each */
 
 	pthread_mutex_t pool_lock; /* guards pool and pool_count */
 	CURL *pool[POOL_MAX];
@@ -617,6 +618,8 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 		}
 		resp->retries++;
 		atomic_fetch_add(&c->retries, 1);
+		if (cc == CURLE_OPERATION_TIMEDOUT || resp->status == 503 || resp->status == 429)
+			atomic_fetch_add(&c->throttles, 1);
 		backoff(failures, &seed);
 	}
 	if (cr != NULL) {
@@ -740,6 +743,11 @@ void ms__s3_client_describe_credentials(const ms__s3_client *c, char *out, size_
 unsigned ms__s3_client_retries(const ms__s3_client *c)
 {
 	return atomic_load(&((ms__s3_client *)c)->retries);
+}
+
+unsigned ms__s3_client_throttles(const ms__s3_client *c)
+{
+	return atomic_load(&((ms__s3_client *)c)->throttles);
 }
 
 int ms__s3_client_budget(const ms__s3_client *c)

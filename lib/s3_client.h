@@ -132,4 +132,7 @@ void ms__s3_response_free(ms__s3_response *resp);
 unsigned ms__s3_client_retries(const ms__s3_client *c);
 int ms__s3_client_budget(const ms__s3_client *c);
 
+/** Answers that said "slow down" (503, 429, SlowDown) and timeouts, for admission control. */
+unsigned ms__s3_client_throttles(const ms__s3_client *c);
+
 #endif

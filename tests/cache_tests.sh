@@ -248,6 +248,113 @@ rc=$?
   [ -z "$(ls "$tmp/plain/blobs" | grep -v '\.lock$')" ] &&
   pass "cache rm then gc removes the model and its files" || fail "cache rm then gc" "$(cat "$tmp/out")"
 
+# --- a config file, the environment over it, a sha256 manifest ---------------------------
+mkdir -p "$tmp/cfg-cache" "$tmp/env-cache"
+(cd "$src" && sha256sum model-00001-of-00002.safetensors config.json) >"$tmp/root/models/llama.sha256"
+cat >"$tmp/fetch.yaml" <<YAML
+cache: $tmp/cfg-cache
+concurrency: 4
+models:
+  - name: from-config
+    source: s3://models/llama/
+    sha256_manifest: s3://models/llama.sha256
+  - source: s3://models/small/
+YAML
+if "$cli" fetch --config "$tmp/fetch.yaml" >"$tmp/out" 2>"$tmp/err" &&
+   [ -e "$tmp/cfg-cache/models/from-config/config.json" ] && [ -e "$tmp/cfg-cache/models/small/model.safetensors" ]; then
+  pass "fetch --config fetches the file's models into the file's cache, verified against a manifest"
+else fail "fetch --config" "$(cat "$tmp/err")"; fi
+MODELSTREAM_CACHE_DIR=$tmp/env-cache "$cli" fetch --config "$tmp/fetch.yaml" -q 2>"$tmp/err" &&
+  [ -e "$tmp/env-cache/models/small" ] && pass "MODELSTREAM_CACHE_DIR wins over the config file" ||
+  fail "MODELSTREAM_CACHE_DIR wins over the config file" "$(cat "$tmp/err")"
+printf 'cache: %s\nbudgt: 1G\n' "$tmp/cfg-cache" >"$tmp/bad.yaml"
+"$cli" fetch --config "$tmp/bad.yaml" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "bad.yaml:2:1: unknown key 'budgt' (did you mean 'budget'?)" "$tmp/err" &&
+  pass "a config file with a typo: exit 2, file:line:column and a suggestion" || fail "a config file with a typo" "rc=$rc $(cat "$tmp/err")"
+sed 's/^[0-9a-f]\{8\}/00000000/' "$tmp/root/models/llama.sha256" >"$tmp/root/models/wrong.sha256"
+mkdir -p "$tmp/manifest-cache"
+"$cli" fetch s3://models/llama/ --cache "$tmp/manifest-cache" --manifest s3://models/wrong.sha256 >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 1 ] && grep -q "is not the 00000000" "$tmp/err" && [ ! -e "$tmp/manifest-cache/models/llama" ] &&
+  pass "a file that does not match the manifest: the model is not published, one line with both hashes" ||
+  fail "a file that does not match the manifest" "rc=$rc $(cat "$tmp/err")"
+
+# --- admission control: a node-wide cap on reads in flight, a throttling origin ------------
+mkdir -p "$tmp/capped-a" "$tmp/capped-b" "$tmp/capped-c"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.05}]'
+pids=()
+for d in a b c; do   # three "pods" on one node: one cache directory would dedupe, so three
+  "$cli" fetch s3://models/llama/ --cache "$tmp/capped-$d" --chunk-size 1M --concurrency 16 \
+    --node-connections 4 -q 2>"$tmp/capped-$d.err" &
+  pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+control script '[]'
+inflight=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["inflight_max"])')
+echo "# node-wide cap 4: three fetchers of 16 reads each; at most $inflight requests in flight at the origin"
+[ "$ok" -eq 3 ] && pass "three fetchers with --node-connections 4 all complete" || fail "three capped fetchers all complete" "$(cat "$tmp"/capped-*.err)"
+# The cap holds per cache directory (each is a node here), so three nodes: at most 3 x 4.
+[ "$inflight" -le 12 ] && pass "the node-wide cap bounds reads in flight ($inflight <= 3 nodes x 4)" ||
+  fail "the node-wide cap bounds reads in flight" "$inflight in flight"
+mkdir -p "$tmp/shared-node"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.05}]'
+pids=()
+for m in llama small other; do   # three models, one node (one cache), one cap
+  "$cli" fetch s3://models/$m/ --cache "$tmp/shared-node" --chunk-size 1M --concurrency 16 \
+    --node-connections 4 -q 2>"$tmp/shared-$m.err" &
+  pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+control script '[]'
+inflight=$(curl -s "http://127.0.0.1:$port/__control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["inflight_max"])')
+# The cap is on ranged reads; each process's listing and HEADs (one at a time) are outside it.
+[ "$ok" -eq 3 ] && [ "$inflight" -le $((4 + 3)) ] &&
+  pass "three processes sharing one node's cache keep to its 4 reads (max $inflight requests in flight, 3 of them metadata at most)" ||
+  fail "three processes sharing one node's cache stay within 4 connections" "$ok ok, $inflight in flight"
+
+# A throttling origin: SlowDown above 15 requests/s; six fetchers of different models.
+for i in 1 2 3 4 5 6; do
+  mkdir -p "$tmp/root/models/t$i"
+  "$mkmodel" --seed $((20 + i)) --dtypes $dtypes --small-count 20 --large-count 1 --large-bytes 12M "$tmp/root/models/t$i/model.safetensors" >/dev/null
+done
+mkdir -p "$tmp/throttled"
+control reset '{}'
+control script '[{"action":"throttle","method":"GET","ranged":true,"rps":15,"burst":15}]'
+start=$(date +%s.%N)
+pids=()
+for i in 1 2 3 4 5 6; do
+  timeout 120 "$cli" fetch s3://models/t$i/ --cache "$tmp/throttled" --chunk-size 1M --concurrency 16 \
+    --log-format json >"$tmp/t$i.json" 2>"$tmp/t$i.err" &
+  pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+elapsed=$(python3 -c "import time; print(round(time.time() - $start, 1))")
+control script '[]'
+stats=$(curl -s "http://127.0.0.1:$port/__control/stats")
+refused=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["responses"].get("503", 0))' "$stats")
+gets=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests"].get("GET", 0))' "$stats")
+chunks=$(find "$tmp/root/models" -path '*/t[1-6]/*' -type f -printf '%s\n' | awk '{s += int(($1 + 1048575) / 1048576)} END {print s}')
+ideal=$(python3 -c "print(round($chunks / 15, 1))")
+echo "# throttling origin (15 GETs/s): 6 fetchers, $chunks ranged GETs needed, $gets sent, $refused refused with 503 SlowDown; $elapsed s against an ideal of $ideal s"
+[ "$ok" -eq 6 ] && pass "six fetchers against a throttling origin all complete, nobody hangs ($elapsed s, ideal $ideal s)" ||
+  fail "six fetchers against a throttling origin all complete" "$ok of 6: $(cat "$tmp"/t*.err | head -3)"
+python3 - "$tmp" <<'PY' && pass "they backed off: windows were halved on SlowDown" || fail "they backed off on SlowDown"
+import glob, json, sys
+cut = 0
+for path in glob.glob(sys.argv[1] + "/t[1-6].json"):
+    events = [json.loads(l) for l in open(path) if l.startswith("{")]
+    done = [e for e in events if e["event"] == "done"]
+    assert done, path
+    cut += sum(1 for e in events if e.get("throttled", 0) > 0)
+assert cut > 0
+PY
+
 # --- logs --------------------------------------------------------------------------------
 mkdir -p "$tmp/json"
 "$cli" fetch s3://models/llama/ --cache "$tmp/json" --log-format json >"$tmp/out" 2>"$tmp/err"

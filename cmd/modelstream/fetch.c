@@ -15,9 +15,11 @@
 #include "modelstream.h"
 
 #include "cli.h"
+#include "config.h"
 
 static const char fetch_usage[] =
     "Usage: modelstream fetch SOURCE... --cache DIR [OPTIONS]\n"
+    "       modelstream fetch --config FILE [OPTIONS]\n"
     "\n"
     "Fetches each SOURCE into the node cache DIR, once per node however many processes\n"
     "ask: an object (s3://bucket/model.safetensors), a model directory (s3://bucket/llama/,\n"
@@ -28,6 +30,10 @@ static const char fetch_usage[] =
     "and the others wait for it.\n"
     "\n"
     "Options:\n"
+    "      --config FILE         a YAML file (a ConfigMap) with cache, budget,\n"
+    "                            concurrency, log_format and the models to fetch\n"
+    "                            (MODELSTREAM_CONFIG); flags, then the environment, win\n"
+    "                            over it; SOURCE arguments replace its models\n"
     "      --cache DIR           the cache directory (MODELSTREAM_CACHE_DIR)\n"
     "  -n, --name NAME           the model's name (one SOURCE only; default: the last\n"
     "                            part of the source, 'llama' for s3://bucket/llama/)\n"
@@ -36,6 +42,19 @@ static const char fetch_usage[] =
     "  -c, --concurrency N       reads in flight per file, 1-256 (default 16)\n"
     "      --chunk-size B        bytes per read (default 8M)\n"
     "      --verify-content      also hash every byte (MD5 against single-part ETags)\n"
+    "      --manifest LOCATION   a sha256sum-format list (URL or path) the files must\n"
+    "                            match before the model is published (one SOURCE)\n"
+    "      --node-connections N  reads in flight against object storage for the whole\n"
+    "                            node, all processes together (default 64;\n"
+    "                            MODELSTREAM_NODE_CONNECTIONS)\n"
+    "      --node-rate B         bytes per second for the whole node (250M; default no\n"
+    "                            limit; MODELSTREAM_NODE_RATE)\n"
+    "      --fixed-concurrency   keep --concurrency reads in flight instead of adapting:\n"
+    "                            by default a fetch grows its reads while they add\n"
+    "                            throughput and halves them on SlowDown, 503 or timeouts\n"
+    "      --patience S          seconds to wait out a store that keeps failing (SlowDown\n"
+    "                            after every retry, refused connections) before exit 7\n"
+    "                            (default 600; MODELSTREAM_FETCH_PATIENCE)\n"
     "      --log-format F        text (default) or json: one JSON object per line\n"
     "                            (MODELSTREAM_LOG_FORMAT)\n"
     "      --progress-every S    seconds between progress lines when not on a terminal\n"
@@ -128,10 +147,12 @@ static void json_line(const reporter *r, const ms_fetch_progress *p, const char 
 	}
 	printf(",\"state\":\"%s\",\"bytes_done\":%llu,\"bytes_total\":%llu,"
 	       "\"bytes_fetched\":%llu,\"files_done\":%zu,\"files_total\":%zu,\"retries\":%u,"
-	       "\"seconds\":%.3f,\"rate_bytes_per_second\":%.0f",
+	       "\"seconds\":%.3f,\"rate_bytes_per_second\":%.0f,\"throttled\":%u,"
+	       "\"reads_in_flight\":%u,\"slot_waits\":%llu",
 	       state_name(p->state), (unsigned long long)p->bytes_done,
 	       (unsigned long long)p->bytes_total, (unsigned long long)p->bytes_fetched,
-	       p->files_done, p->files_total, p->retries, p->seconds, r->rate);
+	       p->files_done, p->files_total, p->retries, p->seconds, r->rate, p->throttled,
+	       p->window, (unsigned long long)p->slot_waits);
 	if (p->state == MS_FETCH_FILE_DONE)
 		printf(",\"from_cache\":%s", p->from_cache ? "true" : "false");
 	if (p->state == MS_FETCH_WAITING)
@@ -182,10 +203,10 @@ static void progress_line(reporter *r, const ms_fetch_progress *p)
 		       p->model, p->waiting_pid, name, done, total, pct);
 	else
 		printf("fetch %s: %s %s of %s (%.0f%%) at %.2f GB/s, ETA %s, file %zu of %zu %s, "
-		       "%u retries\n",
+		       "%u reads in flight, %u retries, %u throttled\n",
 		       p->model, state_name(p->state), done, total, pct, r->rate / 1e9, eta,
 		       p->files_done + 1 > p->files_total ? p->files_total : p->files_done + 1,
-		       p->files_total, name, p->retries);
+		       p->files_total, name, p->window, p->retries, p->throttled);
 	fflush(stdout);
 }
 
@@ -282,19 +303,59 @@ static void derive_name(char *out, size_t size, const char *source)
 typedef struct {
 	const char *cache;
 	const char *name;
+	const char *manifest;
 	ms_cache_options opts;
 	reporter r;
+	cli_config cfg; /* the --config file's settings, the lowest layer */
+	int have_cfg;
 } fetch_args;
+
+/* Finds --config FILE (or MODELSTREAM_CONFIG) before the other options are read, and loads
+ * it as the base that the environment and the flags override. */
+static int load_config(fetch_args *a, int argc, char **argv)
+{
+	const char *path = getenv("MODELSTREAM_CONFIG");
+	char err[512];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			path = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			path = argv[i] + 9;
+	}
+	if (path == NULL || path[0] == '\0')
+		return 0;
+	if (cli_config_load(&a->cfg, path, err, sizeof(err)) < 0)
+		return cli_usage_error("%s", err);
+	a->have_cfg = 1;
+	if (a->cfg.cache != NULL)
+		a->cache = a->cfg.cache;
+	if (a->cfg.budget >= 0)
+		a->opts.budget = (uint64_t)a->cfg.budget;
+	if (a->cfg.concurrency > 0)
+		a->opts.concurrency = a->cfg.concurrency;
+	if (a->cfg.log_format != NULL)
+		a->r.format = strcmp(a->cfg.log_format, "json") == 0 ? LOG_JSON : LOG_TEXT;
+	return 0;
+}
 
 static int parse_args(fetch_args *a, int argc, char **argv)
 {
 	static const struct option options[] = {
 	    {"cache", required_argument, NULL, 'C'},
+	    {"config", required_argument, NULL, 'G'},
+	    {"manifest", required_argument, NULL, 'M'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"budget", required_argument, NULL, 'b'},
 	    {"concurrency", required_argument, NULL, 'c'},
 	    {"chunk-size", required_argument, NULL, 'k'},
 	    {"verify-content", no_argument, NULL, 'V'},
+	    {"node-connections", required_argument, NULL, 'N'},
+	    {"node-rate", required_argument, NULL, 'R'},
+	    {"fixed-concurrency", no_argument, NULL, 'F'},
+	    {"patience", required_argument, NULL, 'P'},
 	    {"log-format", required_argument, NULL, 'l'},
 	    {"progress-every", required_argument, NULL, 'e'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -306,14 +367,40 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 	unsigned n;
 	int c;
 
-	/* Environment first; flags override it. */
-	a->cache = getenv("MODELSTREAM_CACHE_DIR");
+	/* The file first, then the environment, then the flags. */
+	if ((c = load_config(a, argc, argv)) != 0)
+		return c;
+	if ((env = getenv("MODELSTREAM_CACHE_DIR")) != NULL && env[0] != '\0')
+		a->cache = env;
 	if ((env = getenv("MODELSTREAM_CACHE_BUDGET")) != NULL && env[0] != '\0') {
 		if (cli_parse_size(&size, env) < 0 || size < 0)
 			return cli_usage_error("MODELSTREAM_CACHE_BUDGET must be a size like 200G, "
 			                       "not '%.40s'",
 			                       env);
 		a->opts.budget = (uint64_t)size;
+	}
+	if ((env = getenv("MODELSTREAM_NODE_CONNECTIONS")) != NULL && env[0] != '\0') {
+		if (cli_parse_uint(&n, env, 1, 4096) < 0)
+			return cli_usage_error("MODELSTREAM_NODE_CONNECTIONS must be 1-4096, not "
+			                       "'%.40s'",
+			                       env);
+		a->opts.node_connections = n;
+	}
+	if ((env = getenv("MODELSTREAM_FETCH_PATIENCE")) != NULL && env[0] != '\0') {
+		if (cli_parse_uint(&n, env, 1, 86400) < 0)
+			return cli_usage_error(
+			    "MODELSTREAM_FETCH_PATIENCE must be 1-86400 seconds, "
+			    "not '%.40s'",
+			    env);
+		a->opts.patience_seconds = n;
+	}
+	if ((env = getenv("MODELSTREAM_NODE_RATE")) != NULL && env[0] != '\0') {
+		if (cli_parse_size(&size, env) < 0 || size < 1)
+			return cli_usage_error(
+			    "MODELSTREAM_NODE_RATE must be bytes per second like "
+			    "250M, not '%.40s'",
+			    env);
+		a->opts.node_bytes_per_second = (uint64_t)size;
 	}
 	if ((env = getenv("MODELSTREAM_LOG_FORMAT")) != NULL && env[0] != '\0') {
 		if (strcmp(env, "json") != 0 && strcmp(env, "text") != 0)
@@ -328,6 +415,11 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 		switch (c) {
 		case 'C':
 			a->cache = optarg;
+			break;
+		case 'G':
+			break; /* read by load_config() */
+		case 'M':
+			a->manifest = optarg;
 			break;
 		case 'n':
 			a->name = optarg;
@@ -352,6 +444,29 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 			break;
 		case 'V':
 			a->opts.verify_content = 1;
+			break;
+		case 'N':
+			if (cli_parse_uint(&n, optarg, 1, 4096) < 0)
+				return cli_usage_error(
+				    "--node-connections must be 1-4096, not '%s'", optarg);
+			a->opts.node_connections = n;
+			break;
+		case 'R':
+			if (cli_parse_size(&size, optarg) < 0 || size < 1)
+				return cli_usage_error(
+				    "--node-rate must be bytes per second like 250M, not "
+				    "'%s'",
+				    optarg);
+			a->opts.node_bytes_per_second = (uint64_t)size;
+			break;
+		case 'F':
+			a->opts.fixed_concurrency = 1;
+			break;
+		case 'P':
+			if (cli_parse_uint(&n, optarg, 1, 86400) < 0)
+				return cli_usage_error(
+				    "--patience must be 1-86400 seconds, not '%s'", optarg);
+			a->opts.patience_seconds = n;
 			break;
 		case 'l':
 			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0)
@@ -378,9 +493,14 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 			return cli_option_error("fetch", optopt, argv[optind - 1]);
 		}
 	}
-	if (optind >= argc)
-		return cli_usage_error("fetch needs at least one SOURCE (see 'modelstream fetch "
-		                       "--help')");
+	if (optind >= argc && !(a->have_cfg && a->cfg.model_count > 0))
+		return cli_usage_error("fetch needs at least one SOURCE, or --config FILE listing "
+		                       "models (see 'modelstream fetch --help')");
+	if (a->name != NULL && optind >= argc && a->cfg.model_count > 1)
+		return cli_usage_error("--name names one model; the config file lists %zu",
+		                       a->cfg.model_count);
+	if (a->manifest != NULL && argc - optind != 1)
+		return cli_usage_error("--manifest goes with exactly one SOURCE");
 	if (a->cache == NULL || a->cache[0] == '\0')
 		return cli_usage_error("fetch needs --cache DIR (or MODELSTREAM_CACHE_DIR)");
 	if (a->name != NULL && argc - optind > 1)
@@ -395,27 +515,36 @@ int cmd_fetch(int argc, char **argv)
 	ms_cache *cache = NULL;
 	int rc;
 
-	if ((rc = parse_args(&a, argc, argv)) != 0)
+	size_t jobs;
+
+	if ((rc = parse_args(&a, argc, argv)) != 0) {
+		cli_config_free(&a.cfg);
 		return rc < 0 ? EXIT_OK : rc;
+	}
 	a.r.tty = a.r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0)
+	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0) {
+		cli_config_free(&a.cfg);
 		return cli_fail(rc);
-	for (int i = optind; i < argc; i++) {
+	}
+	/* The models: SOURCE arguments, or else the config file's list. */
+	jobs = optind < argc ? (size_t)(argc - optind) : a.cfg.model_count;
+	for (size_t j = 0; j < jobs; j++) {
+		const cli_model *m = optind < argc ? NULL : &a.cfg.models[j];
+		const char *source = m != NULL ? m->source : argv[optind + (int)j];
+		const char *manifest = m != NULL ? m->sha256_manifest : a.manifest;
 		char name[160], path[4096], size[32], shown[512];
 		double start = wall_seconds(), seconds;
 		reporter r = a.r;
-		ms_fetch_progress last = {0};
 
-		if (a.name != NULL)
-			snprintf(name, sizeof(name), "%s", a.name);
+		if (a.name != NULL || (m != NULL && m->name != NULL))
+			snprintf(name, sizeof(name), "%s", a.name != NULL ? a.name : m->name);
 		else
-			derive_name(name, sizeof(name), argv[i]);
-		cli_escape(shown, sizeof(shown), argv[i]);
+			derive_name(name, sizeof(name), source);
+		cli_escape(shown, sizeof(shown), source);
 		if (!r.quiet && r.format == LOG_TEXT)
 			printf("fetch %s: from %s into %s (%s)\n", name, shown, a.cache,
 			       ms_cache_medium_name(ms_cache_medium_of(cache)));
-		(void)last;
-		rc = ms_cache_fetch(cache, argv[i], name, on_progress, &r);
+		rc = ms_cache_fetch_verified(cache, source, name, manifest, on_progress, &r);
 		if (r.tty)
 			fputc('\n', stderr);
 		if (rc < 0) {
@@ -442,13 +571,13 @@ int cmd_fetch(int argc, char **argv)
 			cli_format_bytes(fetched, sizeof(fetched), r.final.bytes_fetched);
 			cli_format_bytes(other, sizeof(other),
 			                 r.final.bytes_total - r.final.bytes_fetched);
-			printf("fetch %s: ready at %s: %zu files, %s in %.1f s (%.2f GB/s); %s "
-			       "downloaded "
-			       "by this process, %s already cached or fetched by another; %u "
-			       "retries\n",
-			       name, path, r.final.files_total, size, seconds,
-			       seconds > 0 ? (double)r.final.bytes_fetched / seconds / 1e9 : 0.0,
-			       fetched, other, r.final.retries);
+			printf(
+			    "fetch %s: ready at %s: %zu files, %s in %.1f s (%.2f GB/s); %s "
+			    "downloaded by this process, %s already cached or fetched by another; "
+			    "%u retries, %u throttled\n",
+			    name, path, r.final.files_total, size, seconds,
+			    seconds > 0 ? (double)r.final.bytes_fetched / seconds / 1e9 : 0.0,
+			    fetched, other, r.final.retries, r.final.throttled);
 			fflush(stdout);
 		} else if (!r.quiet) {
 			char ts[40];
@@ -459,13 +588,15 @@ int cmd_fetch(int argc, char **argv)
 			printf(",\"path\":");
 			json_string(stdout, path);
 			printf(",\"files\":%zu,\"bytes_total\":%llu,\"bytes_fetched\":%llu,"
-			       "\"retries\":%u,\"seconds\":%.3f}\n",
+			       "\"retries\":%u,\"throttled\":%u,\"seconds\":%.3f}\n",
 			       r.final.files_total, (unsigned long long)r.final.bytes_total,
-			       (unsigned long long)r.final.bytes_fetched, r.final.retries, seconds);
+			       (unsigned long long)r.final.bytes_fetched, r.final.retries,
+			       r.final.throttled, seconds);
 			fflush(stdout);
 		}
 		rc = EXIT_OK;
 	}
 	ms_cache_free(cache);
+	cli_config_free(&a.cfg);
 	return rc;
 }

@@ -519,11 +519,21 @@ typedef struct {
 	uint64_t chunk_size; /**< bytes per read; 0: 8 MiB */
 	int verify_content;  /**< 1: also hash every byte after download (MD5 against a
 	                          single-part ETag); costs a pass over the data */
+	/** Node-wide, shared by every process using this cache directory: reads in flight
+	 * against object storage (0: 64), and bytes per second (0: no limit). */
+	unsigned node_connections;
+	uint64_t node_bytes_per_second;
+	/** 1: keep `concurrency` reads in flight; 0 (default): adapt up to it, growing while
+	 * more reads bring more throughput and halving on SlowDown, 503, 429 or timeouts. */
+	int fixed_concurrency;
+	/** Seconds a fetch waits out a store that keeps failing (503 SlowDown after every
+	 * retry, refused connections) before it gives up with MS_EUNAVAILABLE; 0: 600. */
+	unsigned patience_seconds;
 } ms_cache_options;
 
-#define MS_CACHE_OPTIONS_INIT                        \
-	{                                            \
-		MS_CACHE_OPTIONS_VERSION, 0, 0, 0, 0 \
+#define MS_CACHE_OPTIONS_INIT                                    \
+	{                                                        \
+		MS_CACHE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0 \
 	}
 
 /**
@@ -564,9 +574,12 @@ typedef struct {
 	uint64_t bytes_fetched; /**< bytes this process downloaded */
 	size_t files_done;
 	size_t files_total;
-	unsigned retries; /**< requests retried so far */
-	double seconds;   /**< since the fetch began */
-	int waiting_pid;  /**< WAITING: the downloading process, 0 if unknown */
+	unsigned retries;    /**< requests retried so far */
+	unsigned throttled;  /**< "slow down" answers (503, 429, SlowDown) and timeouts so far */
+	unsigned window;     /**< reads in flight allowed now (adaptive concurrency) */
+	uint64_t slot_waits; /**< reads that waited for a node-wide connection slot */
+	double seconds;      /**< since the fetch began */
+	int waiting_pid;     /**< WAITING: the downloading process, 0 if unknown */
 } ms_fetch_progress;
 
 /** Called from the fetching thread on every event and about every 250 ms. */
@@ -587,6 +600,17 @@ typedef void (*ms_fetch_fn)(const ms_fetch_progress *progress, void *payload);
  */
 MS_EXTERN int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_fn fn,
                              void *payload);
+
+/**
+ * ms_cache_fetch(), and before publishing, checks the files against `manifest` (NULL for
+ * none): a sha256sum-format list ("<64 hex digits>  <path>" per line, paths relative to
+ * the model) at a URL or local path. Every file it lists must be in the model with that
+ * SHA-256; files it does not list are not hashed.
+ * @return as ms_cache_fetch(); MS_EIO naming the file and both hashes on a mismatch;
+ *         MS_ENOTFOUND for a listed file the model lacks; MS_EFORMAT for a bad manifest.
+ */
+MS_EXTERN int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name,
+                                      const char *manifest, ms_fetch_fn fn, void *payload);
 
 /** Writes DIR/models/NAME into `out`. Returns 0 or MS_EINVAL (bad name, no room). */
 MS_EXTERN int ms_cache_model_path(const ms_cache *c, const char *name, char *out, size_t size);
