@@ -121,3 +121,23 @@ void ms__alloc_init_json(void)
 
 	pthread_once(&once, json_hooks_install);
 }
+
+int ms__grow(void **array, size_t *capacity, size_t needed, size_t element)
+{
+	size_t cap = *capacity;
+	size_t bytes;
+	void *p;
+
+	if (needed <= cap)
+		return 0;
+	while (cap < needed)
+		cap = cap == 0 ? 8 : cap * 2;
+	if (ms__mul_overflow(&bytes, cap, element) != 0)
+		return -1;
+	p = ms__realloc(*array, bytes);
+	if (p == NULL)
+		return -1;
+	*array = p;
+	*capacity = cap;
+	return 0;
+}

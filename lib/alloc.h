@@ -42,4 +42,11 @@ static inline int ms__mul_overflow(size_t *out, size_t a, size_t b)
 	return __builtin_mul_overflow(a, b, out) ? -1 : 0;
 }
 
+/**
+ * Makes `*array` (of `element`-byte items, `*capacity` of them) hold at least `needed`,
+ * doubling its capacity as needed. Returns 0, or -1 (the array unchanged) when memory or
+ * the size's arithmetic fails.
+ */
+int ms__grow(void **array, size_t *capacity, size_t needed, size_t element);
+
 #endif

@@ -692,16 +692,9 @@ static int list_blobs(const ms_cache *c, blob_entry **out, size_t *count, uint64
 			*partial_bytes += (uint64_t)st.st_blocks * 512;
 		if (dot != NULL)
 			continue;
-		if (*count == cap) {
-			size_t grow = cap ? cap * 2 : 64;
-			blob_entry *g = ms__realloc(*out, grow * sizeof(*g));
-
-			if (g == NULL) {
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-				break;
-			}
-			*out = g;
-			cap = grow;
+		if (ms__grow((void **)out, &cap, *count + 1, sizeof(**out)) < 0) {
+			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
+			break;
 		}
 		memcpy((*out)[*count].key, e->d_name, MS__CACHE_KEY_LEN + 1);
 		(*out)[*count].size = (uint64_t)st.st_size;
@@ -783,17 +776,10 @@ static int list_models(const ms_cache *c, model_entry **out, size_t *count)
 		pathf(path, sizeof(path), "%s/%s", dir, e->d_name);
 		if ((meta = ms__cache_read_json(path)) == NULL)
 			continue;
-		if (*count == cap) {
-			size_t grow = cap ? cap * 2 : 16;
-			model_entry *g = ms__realloc(*out, grow * sizeof(*g));
-
-			if (g == NULL) {
-				cJSON_Delete(meta);
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-				break;
-			}
-			*out = g;
-			cap = grow;
+		if (ms__grow((void **)out, &cap, *count + 1, sizeof(**out)) < 0) {
+			cJSON_Delete(meta);
+			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
+			break;
 		}
 		m = &(*out)[(*count)++];
 		memset(m, 0, sizeof(*m));
@@ -999,16 +985,9 @@ static int referenced_keys(const ms_cache *c, char ***out, size_t *count)
 
 			if (!cJSON_IsString(k) || rc < 0)
 				continue;
-			if (*count == cap) {
-				size_t grow = cap ? cap * 2 : 64;
-				char **g = ms__realloc(*out, grow * sizeof(*g));
-
-				if (g == NULL) {
-					rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-					continue;
-				}
-				*out = g;
-				cap = grow;
+			if (ms__grow((void **)out, &cap, *count + 1, sizeof(**out)) < 0) {
+				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
+				continue;
 			}
 			if (((*out)[*count] = ms__strdup(k->valuestring)) == NULL)
 				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
@@ -1145,16 +1124,9 @@ int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, void *payl
 
 		if (n <= 5 || strcmp(e->d_name + n - 5, ".json") != 0 || e->d_name[0] == '.')
 			continue;
-		if (count == cap) {
-			size_t grow = cap ? cap * 2 : 16;
-			char **g = ms__realloc(names, grow * sizeof(*g));
-
-			if (g == NULL) {
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-				break;
-			}
-			names = g;
-			cap = grow;
+		if (ms__grow((void **)&names, &cap, count + 1, sizeof(*names)) < 0) {
+			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
+			break;
 		}
 		if ((names[count] = ms__strdup(e->d_name)) == NULL)
 			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);

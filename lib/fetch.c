@@ -124,15 +124,8 @@ static int add_file(source_list *l, size_t *cap, const char *path, const char *l
 
 	if (l->count == FILES_MAX)
 		return ms__error_set(MS_ELIMIT, "%s: more than %d files", location, FILES_MAX);
-	if (l->count == *cap) {
-		size_t grow = *cap ? *cap * 2 : 16;
-		source_file *g = ms__realloc(l->files, grow * sizeof(*g));
-
-		if (g == NULL)
-			return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
-		l->files = g;
-		*cap = grow;
-	}
+	if (ms__grow((void **)&l->files, cap, l->count + 1, sizeof(*l->files)) < 0)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
 	f = &l->files[l->count++];
 	memset(f, 0, sizeof(*f));
 	f->path = ms__strdup(path);

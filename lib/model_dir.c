@@ -44,15 +44,8 @@ static int add(ms__model_dir *d, size_t *capacity, const char *location, const c
 	if (d->count == FILES_MAX)
 		return ms__error_set(MS_ELIMIT, "%s: more than %d weight files", location,
 		                     FILES_MAX);
-	if (d->count == *capacity) {
-		size_t cap = *capacity ? *capacity * 2 : 16;
-		ms__model_file *grown = ms__realloc(d->files, cap * sizeof(*grown));
-
-		if (grown == NULL)
-			return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
-		d->files = grown;
-		*capacity = cap;
-	}
+	if (ms__grow((void **)&d->files, capacity, d->count + 1, sizeof(*d->files)) < 0)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
 	f = &d->files[d->count];
 	*f = (ms__model_file){ms__strdup(location), key ? ms__strdup(key) : NULL, size,
 	                      etag ? ms__strdup(etag) : NULL};
@@ -98,16 +91,9 @@ static int open_local(ms__model_dir *d, const char *path)
 	while (rc == 0 && (e = readdir(dir)) != NULL) {
 		if (!is_weights(e->d_name))
 			continue;
-		if (count == cap) {
-			size_t grow = cap ? cap * 2 : 16;
-			char **g = ms__realloc(names, grow * sizeof(*g));
-
-			if (g == NULL) {
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);
-				break;
-			}
-			names = g;
-			cap = grow;
+		if (ms__grow((void **)&names, &cap, count + 1, sizeof(*names)) < 0) {
+			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);
+			break;
 		}
 		if ((names[count] = ms__strdup(e->d_name)) == NULL)
 			rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);

@@ -160,6 +160,11 @@ int ms__creds_parse_json(ms__creds *out, const char *json, size_t len, const cha
 	if (len > MS__CREDS_BODY_MAX)
 		return ms__error_set(
 		    MS_EFORMAT, "%s: credentials response of %zu bytes is too large", what, len);
+	/* A NUL inside a string would cut it short for the wipe that follows every parse,
+	 * leaving the rest of a secret in freed memory; no credentials answer holds one. */
+	if (memmem(json, len, "\\u0000", 6) != NULL || memchr(json, '\0', len) != NULL)
+		return ms__error_set(MS_EFORMAT, "%s: a credentials response with a NUL character",
+		                     what);
 	copy = ms__malloc(len + 1);
 	if (copy == NULL) {
 		rc = ms__error_set(MS_ENOMEM, "%s: out of memory", what);

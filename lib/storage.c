@@ -170,16 +170,10 @@ static int on_entry(const char *path, const struct stat *st, int type, struct FT
 	}
 	if (type != FTW_F || !S_ISREG(st->st_mode))
 		return 0; /* directories, links to elsewhere, devices */
-	if (walk.count == walk.capacity) {
-		size_t cap = walk.capacity ? walk.capacity * 2 : 64;
-		char **grown = ms__realloc(walk.paths, cap * sizeof(*grown));
-
-		if (grown == NULL) {
-			walk.rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);
-			return 1;
-		}
-		walk.paths = grown;
-		walk.capacity = cap;
+	if (ms__grow((void **)&walk.paths, &walk.capacity, walk.count + 1, sizeof(*walk.paths)) <
+	    0) {
+		walk.rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);
+		return 1;
 	}
 	if ((walk.paths[walk.count] = ms__strdup(path)) == NULL) {
 		walk.rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);

@@ -265,26 +265,6 @@ done:
 	return rc;
 }
 
-static int grow(void **array, size_t *capacity, size_t needed, size_t element)
-{
-	size_t cap = *capacity;
-	size_t bytes;
-	void *p;
-
-	if (needed <= cap)
-		return 0;
-	while (cap < needed)
-		cap = cap == 0 ? 8 : cap * 2;
-	if (ms__mul_overflow(&bytes, cap, element) != 0)
-		return -1;
-	p = ms__realloc(*array, bytes);
-	if (p == NULL)
-		return -1;
-	*array = p;
-	*capacity = cap;
-	return 0;
-}
-
 /* Reads the header of `src` and appends its tensors; takes ownership of `src`. */
 static int add_source(ms_streamer *s, ms__source *src, const char *path)
 {
@@ -293,12 +273,12 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 
 	if ((rc = load_header(&header, src)) < 0)
 		goto done;
-	if (grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
+	if (ms__grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
 	        0 ||
-	    grow((void **)&s->sources, &s->source_capacity, s->file_count + 1,
-	         sizeof(*s->sources)) != 0 ||
-	    grow((void **)&s->table, &s->table_capacity, s->table_count + header->tensor_count,
-	         sizeof(*s->table)) != 0) {
+	    ms__grow((void **)&s->sources, &s->source_capacity, s->file_count + 1,
+	             sizeof(*s->sources)) != 0 ||
+	    ms__grow((void **)&s->table, &s->table_capacity, s->table_count + header->tensor_count,
+	             sizeof(*s->table)) != 0) {
 		rc = ms__error_set(MS_ENOMEM, "%s: out of memory adding %zu tensors", path,
 		                   header->tensor_count);
 		goto done;

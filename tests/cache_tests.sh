@@ -201,6 +201,29 @@ check_model "...and the model is bit-identical" "$tmp/killed"
 [ ! -e "$tmp/watch-failed" ] && pass "no reader could see a partial file as complete" ||
   fail "no reader could see a partial file as complete" "$(cat "$tmp/watch-failed")"
 
+# --- the downloader dies while another process waits: the waiter takes over -------------
+mkdir -p "$tmp/takeover"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.1}]'
+"$cli" fetch s3://models/llama/ --cache "$tmp/takeover" --chunk-size 1M --concurrency 2 >/dev/null 2>&1 &
+first=$!
+sleep 0.5
+"$cli" fetch s3://models/llama/ --cache "$tmp/takeover" --chunk-size 1M --concurrency 2 \
+  --progress-every 0.2 >"$tmp/waiter.out" 2>&1 &
+waiter=$!
+sleep 0.6
+kill -9 $first 2>/dev/null
+wait $first 2>/dev/null
+wait $waiter
+rc=$?
+control script '[]'
+total=$(served)
+if [ $rc -eq 0 ] && grep -q "waiting for process $first" "$tmp/waiter.out" &&
+   [ "$total" -le $((model_bytes + 2 * 1048576)) ]; then
+  pass "the downloader killed: its waiter takes over and resumes ($total bytes served for $model_bytes)"
+else fail "the downloader killed: its waiter takes over" "rc=$rc, $total bytes; $(tail -3 "$tmp/waiter.out")"; fi
+check_model "...and the model is bit-identical" "$tmp/takeover"
+
 # --- a broken file at the source --------------------------------------------------------
 mkdir -p "$tmp/root/models/broken" "$tmp/bad"
 cp "$src/config.json" "$tmp/root/models/broken/"

@@ -615,6 +615,22 @@ Test(s3_creds, json_refusals_never_show_the_secret)
 	}
 }
 
+/* A NUL inside a string would hide the rest of a secret from the wipe: refused. */
+Test(s3_creds, json_with_a_nul_is_refused)
+{
+	static const char escaped[] = "{\"AccessKeyId\":\"" KEY_ID "\",\"SecretAccessKey\":"
+	                              "\"ab\\u0000HiddenSecretTail\",\"Token\":\"t\","
+	                              "\"Expiration\":\"2030-01-02T03:04:05Z\"}";
+	static const char raw[] = "{\"AccessKeyId\":\"" KEY_ID "\",\"SecretAccessKey\":\"ab\0cd\"}";
+	ms__creds c;
+
+	cr_assert_eq(parse(&c, escaped), MS_EFORMAT);
+	cr_assert(strstr(ms_error_last()->message, "NUL") != NULL, "%s", ms_error_last()->message);
+	cr_assert(strstr(ms_error_last()->message, "HiddenSecretTail") == NULL);
+	cr_assert_eq(ms__creds_parse_json(&c, raw, sizeof(raw) - 1, WHAT), MS_EFORMAT);
+	cr_assert_str_eq(c.secret_access_key, "");
+}
+
 Test(s3_creds, json_caps)
 {
 	static char big[MS__CREDS_BODY_MAX + 2];
