@@ -191,8 +191,6 @@ int ms_cache_open(ms_cache **out, const char *dir, const ms_cache_options *opts)
 	c->opts = *opts;
 	if (c->opts.concurrency == 0)
 		c->opts.concurrency = MS__CACHE_DEFAULT_CONCURRENCY;
-	if (c->opts.chunk_size == 0)
-		c->opts.chunk_size = MS__CACHE_DEFAULT_CHUNK;
 	c->medium = (unsigned long)fs.f_type == TMPFS_MAGIC ? tmpfs_medium(real) : MS_CACHE_DISK;
 	if ((rc = make_dir(c, "blobs")) < 0 || (rc = make_dir(c, "models")) < 0 ||
 	    (rc = make_dir(c, "models/.snapshots")) < 0 || (rc = make_dir(c, "models/.meta")) < 0)

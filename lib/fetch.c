@@ -489,8 +489,8 @@ static void *download_worker(void *payload)
 }
 
 /* Opens (resuming) or creates the partial and its state; maps the partial. */
-static int prepare(ms_cache *c, const source_file *sf, download *d, unsigned char **done_out,
-                   int *partial_fd)
+static int prepare(ms_cache *c, const source_file *sf, uint64_t chunk, download *d,
+                   unsigned char **done_out, int *partial_fd)
 {
 	char partial[PATH_MAX], state[PATH_MAX];
 	state_header want = {0}, have;
@@ -502,7 +502,7 @@ static int prepare(ms_cache *c, const source_file *sf, download *d, unsigned cha
 	*partial_fd = -1;
 	memcpy(want.magic, STATE_MAGIC, 8);
 	want.size = sf->size;
-	want.chunk_size = c->opts.chunk_size;
+	want.chunk_size = chunk;
 	want.chunks = (sf->size + want.chunk_size - 1) / want.chunk_size;
 	boot_id(want.boot_id);
 	snprintf(want.etag, sizeof(want.etag), "%s", sf->etag);
@@ -688,7 +688,7 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 	worker_arg args[256];
 	unsigned char *done = NULL;
 	unsigned n = (unsigned)c->opts.concurrency, started = 0;
-	uint64_t resumed = 0, fetched_before = f->p.bytes_fetched;
+	uint64_t resumed = 0, fetched_before = f->p.bytes_fetched, chunk;
 	char partial[PATH_MAX], final[PATH_MAX], state[PATH_MAX];
 	int fd = -1, rc;
 
@@ -703,7 +703,12 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 		ms__source_close(d.src);
 		return rc;
 	}
-	if ((rc = prepare(c, sf, &d, &done, &fd)) < 0) {
+	/* Reads of the caller's size, or else what the source prefers (16 MiB ranged GETs for
+	 * object storage, 8 MiB for files). */
+	chunk = c->opts.chunk_size > 0       ? c->opts.chunk_size
+	        : d.src->preferred_chunk > 0 ? d.src->preferred_chunk
+	                                     : MS__CACHE_DEFAULT_CHUNK;
+	if ((rc = prepare(c, sf, chunk, &d, &done, &fd)) < 0) {
 		ms__source_close(d.src);
 		return rc;
 	}

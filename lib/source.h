@@ -33,6 +33,10 @@ struct ms__source {
 	uint64_t size;         /* bytes */
 	size_t read_alignment; /* offsets, lengths and buffers of reads align to this */
 	int direct_io;         /* 1 if reads bypass the page cache */
+	/* The read size this back end does best with when the caller sets none; 0: the
+	 * streamer's default. Object storage wants larger reads than disks (fewer requests,
+	 * each with its round trip and signature). */
+	size_t preferred_chunk;
 };
 
 /** Opens a local file as a source. Returns 0 or MS_ENOTFOUND/MS_EACCES/MS_EIO/MS_ENOMEM. */

@@ -24,6 +24,10 @@
 #include "source.h"
 #include "source_s3.h"
 
+/* Ranged GETs of 16 MiB: measured against nginx on loopback, 16 MiB reads through a 512 MiB
+ * ring ran at 1.0x of 16 parallel curls, 8 MiB ones at 0.8-0.9x. */
+#define MS__S3_PREFERRED_CHUNK (16u << 20)
+
 typedef struct {
 	ms__source base;
 	ms__s3_client *client;
@@ -132,6 +136,7 @@ int ms__source_s3_open(ms__source **out, const char *url)
 	s->base.location = ms__s3_client_url(s->client);
 	s->base.read_alignment = 1;
 	s->base.direct_io = 0;
+	s->base.preferred_chunk = MS__S3_PREFERRED_CHUNK;
 	*out = &s->base;
 	return 0;
 fail:
@@ -159,6 +164,7 @@ int ms__source_s3_open_listed(ms__source **out, ms__s3_client *client, const cha
 	s->base.size = size;
 	s->base.read_alignment = 1;
 	s->base.direct_io = 0;
+	s->base.preferred_chunk = MS__S3_PREFERRED_CHUNK;
 	*out = &s->base;
 	return 0;
 }

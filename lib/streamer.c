@@ -40,7 +40,8 @@ typedef struct {
 
 struct ms_streamer {
 	ms_streamer_options opts;
-	char **select; /* copies of opts.select */
+	char **select;   /* copies of opts.select */
+	bool chunk_auto; /* the caller set no chunk size: the sources may choose */
 
 	file_entry *files;
 	ms__source **sources; /* files[i].source, as the engine wants them */
@@ -183,6 +184,7 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 	s->opts.select = NULL;
 	if (s->opts.concurrency == 0)
 		s->opts.concurrency = DEFAULT_CONCURRENCY;
+	s->chunk_auto = s->opts.chunk_size == 0;
 	if (s->opts.chunk_size == 0)
 		s->opts.chunk_size = DEFAULT_CHUNK_SIZE;
 	/* Chunks are whole pages so that reads stay aligned for O_DIRECT. */
@@ -450,6 +452,16 @@ static int is_selected(const ms_streamer *s, const char *name)
 	return 0;
 }
 
+/* Without a chunk size from the caller, the largest that any source prefers. */
+static void choose_chunk_size(ms_streamer *s)
+{
+	if (!s->chunk_auto)
+		return;
+	for (size_t i = 0; i < s->file_count; i++)
+		if (s->sources[i]->preferred_chunk > s->opts.chunk_size)
+			s->opts.chunk_size = s->sources[i]->preferred_chunk;
+}
+
 /* Selects tensors, plans the reads, sizes the arena and starts the engine. */
 static int start(ms_streamer *s)
 {
@@ -527,6 +539,7 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 		return ms__error_set(MS_EINVAL, "ms_streamer_next: out or streamer is NULL");
 	if (!s->started) {
 		s->started = 1;
+		choose_chunk_size(s);
 		if ((rc = start(s)) < 0) {
 			ms_error saved;
 

@@ -516,7 +516,7 @@ typedef struct {
 	int version;         /**< MS_CACHE_OPTIONS_VERSION */
 	uint64_t budget;     /**< bytes the cache may hold; 0 for no limit */
 	int concurrency;     /**< reads in flight while fetching a file; 0: 16 */
-	uint64_t chunk_size; /**< bytes per read; 0: 8 MiB */
+	uint64_t chunk_size; /**< bytes per read; 0: 16 MiB from object storage, 8 MiB from files */
 	int verify_content;  /**< 1: also hash every byte after download (MD5 against a
 	                          single-part ETag); costs a pass over the data */
 	/** Node-wide, shared by every process using this cache directory: reads in flight
