@@ -46,7 +46,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -110,8 +110,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -153,6 +153,11 @@ creds-tests: $(B)/tests/creds_probe
 # tmpfs and hugetlbfs (mounts need root), single flight, kill -9 and resume, budgets.
 cache-tests: $(CLI) $(MKMODEL)
 	tests/cache_tests.sh $(B) | tee $(B)/cache-tests.log
+
+# Nodes sharing one tc-shaped link (network namespaces, needs root, about 55 s): the link is
+# filled and each node gets its fair share, for fixed and adaptive concurrency.
+netns-tests: $(CLI) $(MKMODEL)
+	tests/netns_tests.sh $(B) | tee $(B)/netns-tests.log
 
 # Object storage against a real S3 implementation: moto_server with authentication on.
 moto-tests: $(CLI) $(MKMODEL)

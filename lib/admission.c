@@ -42,6 +42,7 @@ struct ms__admission {
 	pthread_mutex_t lock; /* guards window, stop and the controller below */
 	pthread_cond_t cond;
 	unsigned window;
+	unsigned initial; /* the window it started with: plateaus do not go below it */
 	bool stop;
 	double last_eval, hold_until, best_rate;
 	uint64_t last_bytes;
@@ -76,6 +77,7 @@ int ms__admission_open(ms__admission **out, const char *dir, const ms__admission
 	    : a->o.initial_window > 0
 	        ? (a->o.initial_window < a->o.max_window ? a->o.initial_window : a->o.max_window)
 	        : (a->o.max_window < 4 ? a->o.max_window : 4);
+	a->initial = a->window;
 	a->slow_start = true;
 	a->last_eval = now_seconds();
 	a->seed = (unsigned)getpid() ^ (unsigned)(uintptr_t)a;
@@ -282,10 +284,14 @@ void ms__admission_tick(ms__admission *a, uint64_t bytes, unsigned throttles)
 		a->plateau = 0;
 		set_window(a, a->window + 1);
 	} else if (++a->plateau >= PLATEAU_STEPS) {
-		/* More reads stopped adding throughput: give one back, and measure again. */
+		/* More reads stopped adding throughput: give one back, and measure again, but not
+		 * below the window it started with: only congestion signals go lower. A floor
+		 * every node shares keeps nodes on one saturated link from drifting apart (one
+		 * at 1 read, another at 8), which TCP would turn into unfair shares. */
 		a->plateau = 0;
 		a->best_rate = rate;
-		set_window(a, a->window - 1);
+		if (a->window > a->initial)
+			set_window(a, a->window - 1);
 	}
 	pthread_mutex_unlock(&a->lock);
 }

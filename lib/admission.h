@@ -11,7 +11,8 @@
  *  - Within it, each fetch adapts its own window of reads in flight the way TCP adapts its
  *    congestion window: it doubles while more reads bring more throughput (slow start),
  *    then grows by one per second; it halves on any "slow down" (503, 429, SlowDown) or
- *    timeout, and steps down by one when added reads stop adding throughput (a plateau).
+ *    timeout, and steps down by one when added reads stop adding throughput (a plateau),
+ *    though not below the window it started with.
  *    Halving on congestion and growing additively is what lets many nodes that never talk
  *    to each other converge on fair shares of a shared bottleneck.
  *

@@ -3,20 +3,20 @@
 # Debian/Ubuntu packages through apt-get, Python packages through pip.
 #   scripts/deps.sh          build + test (what `make test` and `make demo` need)
 #   scripts/deps.sh fuzz     + clang with libFuzzer
-#   scripts/deps.sh bench    + Run:ai Model Streamer (with its S3 back end), torch (large),
-#                              nginx and curl for `make bench`
+#   scripts/deps.sh bench    + Run:ai Model Streamer (with its S3 back end) and torch (large)
+#                              for `make bench`
 set -euo pipefail
 
 profile=${1:-test}
 packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev clang-format valgrind
-          python3 python3-pip procps curl)
+          python3 python3-pip procps curl iproute2 nginx)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
 optional=(clang libclang-rt-dev)
 case "$profile" in
   test) ;;
   fuzz) packages+=("${optional[@]}"); optional=() ;;
-  bench) packages+=(nginx curl) ;;  # the S3 rows: nginx serves the model on 127.0.0.1
+  bench) ;;  # nginx and curl, for the S3 rows, are in the base list
   *) echo "deps.sh: unknown profile '$profile' (test, fuzz, bench)" >&2; exit 2 ;;
 esac
 
@@ -34,11 +34,20 @@ done
 if [ ${#missing[@]} -gt 0 ] || [ ${#missing_optional[@]} -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 fi
+# Packages with services (nginx) must not start them: the tests start their own servers,
+# on 127.0.0.1 or inside network namespaces. A policy-rc.d that denies every start does
+# that for the length of the install, unless the system has its own.
+policy_created=
+if [ ${#missing[@]} -gt 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null &&
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d && policy_created=1
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
 fi
+[ -n "$policy_created" ] && "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
 if [ ${#missing_optional[@]} -gt 0 ]; then
   echo "deps: installing ${missing_optional[*]} (optional)"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
