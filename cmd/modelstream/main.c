@@ -23,6 +23,7 @@ static const char usage[] =
     "                            source a location resolves to, and why; then try it\n"
     "  fetch SOURCE... --cache DIR  fill the node cache (the init container's job)\n"
     "  cache ls|gc|verify|rm     look after the node cache\n"
+    "  wait URL [--timeout S]    block until a modelstream server's /readyz says 200\n"
     "  help [COMMAND]            show help for a command\n"
     "  version                   print the version\n"
     "\n"
@@ -35,8 +36,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},       {"exists", cmd_exists},
-    {"push", cmd_push},       {"doctor", cmd_doctor}, {"fetch", cmd_fetch}, {"cache", cmd_cache},
+    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},
+    {"exists", cmd_exists},   {"push", cmd_push},     {"doctor", cmd_doctor},
+    {"fetch", cmd_fetch},     {"cache", cmd_cache},   {"wait", cmd_wait},
 };
 
 static int print_usage(FILE *out)
