@@ -29,7 +29,7 @@ CPPFLAGS  += -D_GNU_SOURCE -Ilib/include -Ilib
 CFLAGS    += $(WARNINGS) $(OPT) $(SANFLAGS) -fPIC -pthread
 LDFLAGS   += $(SANFLAGS) -pthread
 LIB_LIBS  := -lcurl -lcjson -lexpat -lcrypto -lm
-CMD_LIBS  := -lyaml
+CMD_LIBS  := -lyaml -lwebsockets
 
 LIB_SRC   := $(wildcard lib/*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
@@ -46,7 +46,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -79,6 +79,18 @@ $(B)/tests/test_config: $(B)/tests/test_config.o $(B)/cmd/modelstream/config.o $
                         $(B)/tests/support/testutil.o $(STATIC)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lyaml -lcriterion
 
+# The health server's status store (cmd/) has a unit test of its own.
+$(B)/tests/test_status.o: cmd/modelstream/status.h
+$(B)/tests/test_status: $(B)/tests/test_status.o $(B)/cmd/modelstream/status.o $(SUP_OBJ) \
+                        $(B)/tests/support/testutil.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
+
+# The health server over a simulated fetch, for tests/server_tests.sh.
+$(B)/tests/server_driver.o: cmd/modelstream/server.h cmd/modelstream/status.h
+$(B)/tests/server_driver: $(B)/tests/server_driver.o $(B)/cmd/modelstream/server.o \
+                          $(B)/cmd/modelstream/status.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lwebsockets
+
 $(SHARED): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 	ln -sf $(notdir $@) $(B)/$(SONAME)
@@ -110,8 +122,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -154,6 +166,11 @@ creds-tests: $(B)/tests/creds_probe
 cache-tests: $(CLI) $(MKMODEL)
 	tests/cache_tests.sh $(B) | tee $(B)/cache-tests.log
 
+# The health server end to end: endpoints, websocket, a real Prometheus, hostile clients;
+# then `modelstream fetch --listen` and `serve` and `wait` over a real fetch.
+server-tests: $(B)/tests/server_driver $(CLI) $(MKMODEL)
+	tests/server_tests.sh $(B) | tee $(B)/server-tests.log
+
 # Nodes sharing one tc-shaped link (network namespaces, needs root, about 55 s): the link is
 # filled and each node gets its fair share, for fixed and adaptive concurrency.
 netns-tests: $(CLI) $(MKMODEL)
@@ -171,7 +188,7 @@ cli-tests: $(CLI) $(MKMODEL)
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:
-	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests server-tests
 	$(MAKE) --no-print-directory SANITIZE=thread stress
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.

@@ -50,6 +50,8 @@ struct ms__admission {
 	bool slow_start;
 
 	atomic_ullong slot_waits, rate_waits, throttles, cuts;
+	atomic_uint in_flight;
+	bool admitted[MS__ADMISSION_WORKERS_MAX]; /* worker i counts in in_flight */
 };
 
 static double now_seconds(void)
@@ -206,7 +208,17 @@ int ms__admission_enter(ms__admission *a, unsigned worker, bool (*give_up)(void 
 		pthread_cond_timedwait(&a->cond, &a->lock, &until);
 	}
 	pthread_mutex_unlock(&a->lock);
-	return a->o.max_connections > 0 ? take_slot(a, worker) : 0;
+	if (a->o.max_connections > 0) {
+		int rc = take_slot(a, worker);
+
+		if (rc < 0)
+			return rc;
+	}
+	if (!a->admitted[worker]) {
+		a->admitted[worker] = true;
+		atomic_fetch_add(&a->in_flight, 1);
+	}
+	return 0;
 }
 
 int ms__admission_pace(ms__admission *a, uint64_t bytes)
@@ -220,6 +232,10 @@ void ms__admission_leave(ms__admission *a, unsigned worker)
 
 	if (worker >= MS__ADMISSION_WORKERS_MAX)
 		worker = MS__ADMISSION_WORKERS_MAX - 1;
+	if (a->admitted[worker]) {
+		a->admitted[worker] = false;
+		atomic_fetch_sub(&a->in_flight, 1);
+	}
 	if (a->worker_slot[worker] < 0)
 		return;
 	fl.l_type = F_UNLCK;
@@ -307,6 +323,7 @@ void ms__admission_stats_get(const ms__admission *a, ms__admission_stats *out)
 	out->rate_waits = atomic_load(&m->rate_waits);
 	out->throttles = atomic_load(&m->throttles);
 	out->window_cuts = atomic_load(&m->cuts);
+	out->in_flight = atomic_load(&m->in_flight);
 }
 
 void ms__admission_stop(ms__admission *a)

@@ -44,6 +44,7 @@ typedef struct {
 	uint64_t rate_waits;  /* times a read waited for the node's bytes/s budget */
 	uint64_t throttles;   /* congestion signals seen */
 	uint64_t window_cuts; /* times the window was halved */
+	unsigned in_flight;   /* reads holding a slot (or admitted) now */
 } ms__admission_stats;
 
 /** Opens the node's shared state in `dir` (the cache directory). */

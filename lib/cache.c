@@ -907,6 +907,8 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 			continue;
 		}
 		unpublish(c, models[m].name);
+		if (stats != NULL)
+			stats->models_evicted++;
 		for (size_t k = 0; k < models[m].key_count; k++) {
 			if (named_by(models, model_count, models[m].keys[k], m))
 				continue;
@@ -939,17 +941,38 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 	return 0;
 }
 
-int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, size_t count)
+int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, size_t count,
+                        size_t *models_evicted)
 {
+	ms_cache_collected stats = {0};
 	int lock, rc;
 
+	*models_evicted = 0;
 	if (c->opts.budget == 0)
 		return 0;
 	if ((lock = lock_layout(c)) < 0)
 		return lock;
-	rc = evict(c, needed, keep, count, NULL);
+	rc = evict(c, needed, keep, count, &stats);
 	close(lock);
+	*models_evicted = stats.models_evicted;
 	return rc;
+}
+
+int ms_cache_usage(ms_cache *c, uint64_t *bytes)
+{
+	blob_entry *blobs = NULL;
+	size_t count = 0;
+	uint64_t partial = 0;
+	int rc;
+
+	*bytes = 0;
+	if ((rc = list_blobs(c, &blobs, &count, &partial)) < 0)
+		return rc;
+	*bytes = partial;
+	for (size_t i = 0; i < count; i++)
+		*bytes += blobs[i].size;
+	ms__free(blobs);
+	return 0;
 }
 
 /* Adds the keys every model names to a list (for collection). */

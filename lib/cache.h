@@ -92,7 +92,8 @@ int ms__cache_publish(ms_cache *c, const char *name, const char *source,
  * blobs that no process holds and that `keep` (count keys) does not name.
  * @return 0; MS_ENOSPC when even then the budget cannot hold it.
  */
-int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, size_t count);
+int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, size_t count,
+                        size_t *models_evicted);
 
 /** Marks a blob used now (for least-recently-used eviction). */
 void ms__cache_touch(const ms_cache *c, const char *key);

@@ -291,6 +291,11 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 {
 	struct timespec now;
 
+	if (file != NULL && f->p.bytes_done >= f->done_before)
+		f->p.file_bytes_done = f->p.bytes_done - f->done_before;
+	if (state == MS_FETCH_FILE_DONE)
+		f->p.file_bytes_done = f->p.file_bytes_total;
+
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	f->p.state = state;
 	f->p.file = file;
@@ -299,6 +304,7 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 	if (f->client != NULL) {
 		f->p.retries = ms__s3_client_retries(f->client);
 		f->p.throttled = ms__s3_client_throttles(f->client);
+		ms__s3_client_retry_reasons(f->client, f->p.retries_by_reason);
 	}
 	if (f->adm != NULL) {
 		ms__admission_stats st;
@@ -306,6 +312,7 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 		ms__admission_stats_get(f->adm, &st);
 		f->p.window = st.window;
 		f->p.slot_waits = st.slot_waits;
+		f->p.reads_in_flight = st.in_flight;
 	}
 	if (f->fn != NULL)
 		f->fn(&f->p, f->payload);
@@ -1050,13 +1057,21 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 		if (!blob_present(c, &l.files[i]))
 			missing += l.files[i].size;
 	}
-	if ((rc = ms__cache_make_room(c, missing, keys, l.count)) < 0)
-		goto done;
+	{
+		size_t evicted = 0;
+
+		rc = ms__cache_make_room(c, missing, keys, l.count, &evicted);
+		f.p.models_evicted = (unsigned)evicted;
+		if (rc < 0)
+			goto done;
+	}
 	for (size_t i = 0; i < l.count; i++) {
 		const source_file *sf = &l.files[i];
 		bool cached;
 
 		f.p.file = sf->path;
+		f.p.file_bytes_total = sf->size;
+		f.p.file_bytes_done = 0;
 		if ((rc = fetch_blob(&f, &l, sf, &cached)) < 0)
 			goto done;
 		f.done_before += sf->size;

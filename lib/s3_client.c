@@ -47,8 +47,9 @@ struct ms__s3_client {
 	int budget_max;        /* and at most */
 	atomic_uint retries;   /* retries made, for statistics */
 	atomic_uint throttles; /* 503/429/SlowDown answers and timeouts: for admission control */
-	atomic_uint seed_seq;  /* spreads the jitter seeds of concurrent requests */
-	atomic_uint refs;      /* sources sharing the client hold one each */
+	atomic_uint reasons[MS_RETRY_REASONS]; /* retries by reason, for metrics */
+	atomic_uint seed_seq;                  /* spreads the jitter seeds of concurrent requests */
+	atomic_uint refs;                      /* sources sharing the client hold one each */
 
 	pthread_mutex_t pool_lock; /* guards pool and pool_count */
 	CURL *pool[POOL_MAX];
@@ -236,6 +237,20 @@ static const char *curl_hint(CURLcode cc)
 	default:
 		return "";
 	}
+}
+
+/* The reason of a retry, for metrics: the curl failure or the answer's status. */
+static int retry_reason(int rc, CURLcode cc, long status)
+{
+	if (rc < 0)
+		return cc == CURLE_OPERATION_TIMEDOUT ? MS_RETRY_TIMEOUT
+		       : cc == CURLE_PARTIAL_FILE     ? MS_RETRY_TRUNCATED
+		                                      : MS_RETRY_CONNECTION;
+	if (status == 503 || status == 429)
+		return MS_RETRY_SLOWDOWN;
+	if (status >= 500)
+		return MS_RETRY_SERVER_ERROR;
+	return MS_RETRY_TRUNCATED; /* a 2xx whose body ended early */
 }
 
 static void backoff(unsigned retry, unsigned *seed)
@@ -571,10 +586,12 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 		if (rc == 0 && resp->status == 403 && !skew_corrected &&
 		    correct_clock_skew(c, resp, a.server_date)) {
 			skew_corrected = true;
+			atomic_fetch_add(&c->reasons[MS_RETRY_CLOCK_SKEW], 1);
 			continue;
 		}
 		if (rc == 0 && !refreshed && cr != NULL && token_expired(c, resp, cr)) {
 			refreshed = force_refresh = true;
+			atomic_fetch_add(&c->reasons[MS_RETRY_EXPIRED_TOKEN], 1);
 			continue;
 		}
 		if (rc == 0 && (resp->status < 200 || resp->status >= 300) &&
@@ -620,6 +637,7 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 		atomic_fetch_add(&c->retries, 1);
 		if (cc == CURLE_OPERATION_TIMEDOUT || resp->status == 503 || resp->status == 429)
 			atomic_fetch_add(&c->throttles, 1);
+		atomic_fetch_add(&c->reasons[retry_reason(rc, cc, resp->status)], 1);
 		backoff(failures, &seed);
 	}
 	if (cr != NULL) {
@@ -748,6 +766,12 @@ unsigned ms__s3_client_retries(const ms__s3_client *c)
 unsigned ms__s3_client_throttles(const ms__s3_client *c)
 {
 	return atomic_load(&((ms__s3_client *)c)->throttles);
+}
+
+void ms__s3_client_retry_reasons(const ms__s3_client *c, unsigned out[MS_RETRY_REASONS])
+{
+	for (int i = 0; i < MS_RETRY_REASONS; i++)
+		out[i] = atomic_load(&((ms__s3_client *)c)->reasons[i]);
 }
 
 int ms__s3_client_budget(const ms__s3_client *c)

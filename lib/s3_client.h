@@ -135,4 +135,7 @@ int ms__s3_client_budget(const ms__s3_client *c);
 /** Answers that said "slow down" (503, 429, SlowDown) and timeouts, for admission control. */
 unsigned ms__s3_client_throttles(const ms__s3_client *c);
 
+/** Retries so far by reason (MS_RETRY_* of modelstream.h), into out[MS_RETRY_REASONS]. */
+void ms__s3_client_retry_reasons(const ms__s3_client *c, unsigned out[MS_RETRY_REASONS]);
+
 #endif

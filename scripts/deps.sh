@@ -8,8 +8,8 @@
 set -euo pipefail
 
 profile=${1:-test}
-packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev clang-format valgrind
-          python3 python3-pip procps curl iproute2 nginx)
+packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev libwebsockets-dev clang-format valgrind
+          python3 python3-pip procps curl iproute2 nginx prometheus)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
 optional=(clang libclang-rt-dev)

@@ -64,5 +64,6 @@ int cmd_doctor(int argc, char **argv);
 int cmd_fetch(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

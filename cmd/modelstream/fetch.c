@@ -6,6 +6,8 @@
  */
 #include <ctype.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,8 @@
 
 #include "cli.h"
 #include "config.h"
+#include "server.h"
+#include "status.h"
 
 static const char fetch_usage[] =
     "Usage: modelstream fetch SOURCE... --cache DIR [OPTIONS]\n"
@@ -58,6 +62,11 @@ static const char fetch_usage[] =
     "                            (default 600; MODELSTREAM_FETCH_PATIENCE)\n"
     "      --log-format F        text (default) or json: one JSON object per line\n"
     "                            (MODELSTREAM_LOG_FORMAT)\n"
+    "      --listen ADDR         serve /healthz, /readyz, /progress, /metrics and a\n"
+    "                            websocket at /ws on HOST:PORT while fetching\n"
+    "                            (MODELSTREAM_LISTEN; `listen` in the config file)\n"
+    "      --stall-deadline S    /healthz turns 503 after S seconds without progress\n"
+    "                            (default 120)\n"
     "      --progress-every S    seconds between progress lines when not on a terminal\n"
     "                            (default 5)\n"
     "  -q, --quiet               only errors\n"
@@ -77,7 +86,87 @@ typedef struct {
 	double rate; /* bytes/s, smoothed */
 	ms_fetch_state last_state;
 	ms_fetch_progress final; /* the DONE snapshot, for the summary */
+	status *st;              /* the health server's store, NULL without --listen */
+	const char *model;       /* the model's name as the store knows it */
+	unsigned last_reasons[MS_RETRY_REASONS];
+	unsigned last_evicted;
+	uint64_t last_slot_waits;
 } reporter;
+
+static status_state store_state(ms_fetch_state s)
+{
+	switch (s) {
+	case MS_FETCH_RESOLVING:
+		return STATUS_RESOLVING;
+	case MS_FETCH_WAITING:
+		return STATUS_WAITING;
+	case MS_FETCH_VERIFYING:
+		return STATUS_VERIFYING;
+	case MS_FETCH_DONE:
+		return STATUS_READY;
+	default:
+		return STATUS_DOWNLOADING;
+	}
+}
+
+/* The store's names for the library's MS_RETRY_* reasons, in that order. */
+static const char *const retry_reason_names[MS_RETRY_REASONS] = {
+    "slowdown", "server_error", "connection", "timeout", "truncated", "expired_token", "clock_skew",
+};
+
+/* Tells the store how much the cache holds now. */
+static void feed_cache_size(status *st, ms_cache *cache, uint64_t budget)
+{
+	uint64_t used = 0;
+
+	if (ms_cache_usage(cache, &used) == 0)
+		status_set_cache(st, used, budget > 0 ? budget : STATUS_UNKNOWN);
+}
+
+/* Feeds the health server's store: the model's progress, its files, the counters. */
+static void feed_status(reporter *r, const ms_fetch_progress *p)
+{
+	status_progress sp = {
+	    .state = store_state(p->state),
+	    .bytes_done = p->bytes_done,
+	    .bytes_total = p->state == MS_FETCH_RESOLVING ? STATUS_UNKNOWN : p->bytes_total,
+	    .bytes_fetched = p->bytes_fetched,
+	    .rate = r->rate,
+	    .retries = p->retries,
+	    .throttled = p->throttled,
+	    .reads_in_flight = p->reads_in_flight,
+	    .window = p->window,
+	};
+
+	if (p->state == MS_FETCH_DONE)
+		return; /* ready once published: the caller says so */
+	if (p->state == MS_FETCH_FILE_DONE) {
+		sp.state = STATUS_DOWNLOADING;
+		status_file(r->st, r->model, p->file, STATUS_READY, p->file_bytes_total,
+		            p->file_bytes_total, p->from_cache != 0);
+	} else if (p->file != NULL) {
+		status_file(r->st, r->model, p->file, sp.state, p->file_bytes_done,
+		            p->file_bytes_total, false);
+	}
+	status_model_progress(r->st, r->model, &sp);
+	/* Retries by reason, from the increments (the library's reasons are the store's). */
+	for (int i = 0; i < MS_RETRY_REASONS; i++) {
+		if (p->retries_by_reason[i] > r->last_reasons[i])
+			status_counter_add(r->st, STATUS_COUNTER_RETRIES, retry_reason_names[i],
+			                   p->retries_by_reason[i] - r->last_reasons[i]);
+		r->last_reasons[i] = p->retries_by_reason[i];
+	}
+	if (p->slot_waits > r->last_slot_waits)
+		status_counter_add(r->st, STATUS_COUNTER_THROTTLE_WAITS, NULL,
+		                   p->slot_waits - r->last_slot_waits);
+	if (p->models_evicted > r->last_evicted)
+		status_counter_add(r->st, STATUS_COUNTER_EVICTIONS, NULL,
+		                   p->models_evicted - r->last_evicted);
+	r->last_evicted = p->models_evicted;
+	r->last_slot_waits = p->slot_waits;
+	status_gauge_set(r->st, STATUS_GAUGE_CONCURRENCY_WINDOW, p->window);
+	status_gauge_set(r->st, STATUS_GAUGE_ACTIVE_CONNECTIONS, p->reads_in_flight);
+}
 
 static double wall_seconds(void)
 {
@@ -226,6 +315,8 @@ static void on_progress(const ms_fetch_progress *p, void *payload)
 	}
 	if (p->state == MS_FETCH_DONE)
 		r->final = *p;
+	if (r->st != NULL)
+		feed_status(r, p);
 	if (r->quiet)
 		return;
 	if (p->state == MS_FETCH_FILE_DONE) {
@@ -309,6 +400,9 @@ typedef struct {
 	reporter r;
 	cli_config cfg; /* the --config file's settings, the lowest layer */
 	int have_cfg;
+	const char *listen;    /* the health server's address; NULL: none */
+	double stall_deadline; /* seconds without progress before /healthz says 503 */
+	int serve;             /* `modelstream serve`: keep answering after the fetch */
 } fetch_args;
 
 /* Finds --config FILE (or MODELSTREAM_CONFIG) before the other options are read, and loads
@@ -339,6 +433,8 @@ static int load_config(fetch_args *a, int argc, char **argv)
 		a->opts.concurrency = a->cfg.concurrency;
 	if (a->cfg.log_format != NULL)
 		a->r.format = strcmp(a->cfg.log_format, "json") == 0 ? LOG_JSON : LOG_TEXT;
+	if (a->cfg.listen != NULL)
+		a->listen = a->cfg.listen;
 	return 0;
 }
 
@@ -357,6 +453,8 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 	    {"node-rate", required_argument, NULL, 'R'},
 	    {"fixed-concurrency", no_argument, NULL, 'F'},
 	    {"patience", required_argument, NULL, 'P'},
+	    {"listen", required_argument, NULL, 'L'},
+	    {"stall-deadline", required_argument, NULL, 'D'},
 	    {"log-format", required_argument, NULL, 'l'},
 	    {"progress-every", required_argument, NULL, 'e'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -373,6 +471,8 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 		return c;
 	if ((env = getenv("MODELSTREAM_CACHE_DIR")) != NULL && env[0] != '\0')
 		a->cache = env;
+	if ((env = getenv("MODELSTREAM_LISTEN")) != NULL && env[0] != '\0')
+		a->listen = env;
 	if ((env = getenv("MODELSTREAM_CACHE_BUDGET")) != NULL && env[0] != '\0') {
 		if (cli_parse_size(&size, env) < 0 || size < 0)
 			return cli_usage_error("MODELSTREAM_CACHE_BUDGET must be a size like 200G, "
@@ -463,6 +563,15 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 		case 'F':
 			a->opts.fixed_concurrency = 1;
 			break;
+		case 'L':
+			a->listen = optarg;
+			break;
+		case 'D':
+			a->stall_deadline = strtod(optarg, NULL);
+			if (a->stall_deadline < 1 || a->stall_deadline > 86400)
+				return cli_usage_error(
+				    "--stall-deadline must be 1-86400 seconds, not '%s'", optarg);
+			break;
 		case 'P':
 			if (cli_parse_uint(&n, optarg, 1, 86400) < 0)
 				return cli_usage_error(
@@ -494,7 +603,7 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 			return cli_option_error("fetch", optopt, argv[optind - 1]);
 		}
 	}
-	if (optind >= argc && !(a->have_cfg && a->cfg.model_count > 0))
+	if (optind >= argc && !(a->have_cfg && a->cfg.model_count > 0) && !a->serve)
 		return cli_usage_error("fetch needs at least one SOURCE, or --config FILE listing "
 		                       "models (see 'modelstream fetch --help')");
 	if (a->name != NULL && optind >= argc && a->cfg.model_count > 1)
@@ -510,45 +619,106 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 	return 0;
 }
 
-int cmd_fetch(int argc, char **argv)
+/* The model's name: --name, the config file's, or one made from the source. */
+static void model_name(char *out, size_t size, const fetch_args *a, const cli_model *m,
+                       const char *source)
 {
-	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}};
+	if (a->name != NULL || (m != NULL && m->name != NULL))
+		snprintf(out, size, "%s", a->name != NULL ? a->name : m->name);
+	else
+		derive_name(out, size, source);
+}
+
+static int add_cached_model(const ms_cache_model *m, void *payload)
+{
+	status *st = payload;
+
+	/* The node cache's models are shown as they are; a fetch of one replaces its entry. */
+	if (status_add_model(st, m->name, m->source, "") == 0 && m->complete)
+		status_model_ready(st, m->name);
+	return 0;
+}
+
+/* `serve`: answers until SIGTERM or SIGINT (a native sidecar must not exit). */
+static void serve_until_signal(void)
+{
+	sigset_t set;
+	int sig = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigwait(&set, &sig);
+}
+
+static int run(fetch_args *a, int argc, char **argv)
+{
 	ms_cache *cache = NULL;
-	int rc;
-
+	status *st = NULL;
+	server *srv = NULL;
+	char err[512];
 	size_t jobs;
+	int rc, failed = EXIT_OK;
 
-	if ((rc = parse_args(&a, argc, argv)) != 0) {
-		cli_config_free(&a.cfg);
-		return rc < 0 ? EXIT_OK : rc;
-	}
-	a.r.tty = a.r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0) {
-		cli_config_free(&a.cfg);
+	a->r.tty = a->r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+	if ((rc = ms_cache_open(&cache, a->cache, &a->opts)) < 0)
 		return cli_fail(rc);
+	jobs = optind < argc ? (size_t)(argc - optind) : a->cfg.model_count;
+	if (a->listen != NULL) {
+		server_options so = {.listen = a->listen};
+
+		if ((st = status_new(a->stall_deadline, NULL, NULL)) == NULL) {
+			ms_cache_free(cache);
+			return cli_usage_error("out of memory");
+		}
+		/* Every model is known (queued) from the start, so /readyz names what it waits
+		 * for; `serve` also shows what the node cache already holds. */
+		if (a->serve)
+			ms_cache_list(cache, add_cached_model, st);
+		for (size_t j = 0; j < jobs; j++) {
+			const cli_model *m = optind < argc ? NULL : &a->cfg.models[j];
+			const char *source = m != NULL ? m->source : argv[optind + (int)j];
+			char name[160], path[4096];
+
+			model_name(name, sizeof(name), a, m, source);
+			ms_cache_model_path(cache, name, path, sizeof(path));
+			status_add_model(st, name, source, path);
+			status_model_state(st, name, STATUS_QUEUED);
+		}
+		feed_cache_size(st, cache, a->opts.budget);
+		so.status = st;
+		if (server_start(&srv, &so, err, sizeof(err)) < 0) {
+			status_free(st);
+			ms_cache_free(cache);
+			return cli_usage_error("%s", err);
+		}
+		if (!a->r.quiet && a->r.format == LOG_TEXT)
+			printf("%s: health, progress and metrics on %s (port %d)\n",
+			       a->serve ? "serve" : "fetch", a->listen, server_port(srv));
+		fflush(stdout);
 	}
-	/* The models: SOURCE arguments, or else the config file's list. */
-	jobs = optind < argc ? (size_t)(argc - optind) : a.cfg.model_count;
 	for (size_t j = 0; j < jobs; j++) {
-		const cli_model *m = optind < argc ? NULL : &a.cfg.models[j];
+		const cli_model *m = optind < argc ? NULL : &a->cfg.models[j];
 		const char *source = m != NULL ? m->source : argv[optind + (int)j];
-		const char *manifest = m != NULL ? m->sha256_manifest : a.manifest;
+		const char *manifest = m != NULL ? m->sha256_manifest : a->manifest;
 		char name[160], path[4096], size[32], shown[512];
 		double start = wall_seconds(), seconds;
-		reporter r = a.r;
+		reporter r = a->r;
 
-		if (a.name != NULL || (m != NULL && m->name != NULL))
-			snprintf(name, sizeof(name), "%s", a.name != NULL ? a.name : m->name);
-		else
-			derive_name(name, sizeof(name), source);
+		model_name(name, sizeof(name), a, m, source);
+		r.st = st;
+		r.model = name;
 		cli_escape(shown, sizeof(shown), source);
 		if (!r.quiet && r.format == LOG_TEXT)
-			printf("fetch %s: from %s into %s (%s)\n", name, shown, a.cache,
+			printf("fetch %s: from %s into %s (%s)\n", name, shown, a->cache,
 			       ms_cache_medium_name(ms_cache_medium_of(cache)));
 		rc = ms_cache_fetch_verified(cache, source, name, manifest, on_progress, &r);
 		if (r.tty)
 			fputc('\n', stderr);
 		if (rc < 0) {
+			if (st != NULL)
+				status_model_failed(st, name, ms_error_last()->message);
 			if (r.format == LOG_JSON) {
 				char ts[40];
 
@@ -560,8 +730,14 @@ int cmd_fetch(int argc, char **argv)
 				printf("}\n");
 				fflush(stdout);
 			}
-			rc = cli_fail(rc);
-			break;
+			failed = cli_fail(rc);
+			if (!a->serve)
+				break; /* an init container fails at the first model that fails */
+			continue;
+		}
+		if (st != NULL) {
+			status_model_ready(st, name);
+			feed_cache_size(st, cache, a->opts.budget);
 		}
 		seconds = wall_seconds() - start;
 		ms_cache_model_path(cache, name, path, sizeof(path));
@@ -595,9 +771,66 @@ int cmd_fetch(int argc, char **argv)
 			       r.final.throttled, seconds);
 			fflush(stdout);
 		}
+	}
+	if (a->serve) {
+		if (!a->r.quiet && a->r.format == LOG_TEXT) {
+			printf("serve: %zu models fetched; answering until SIGTERM\n", jobs);
+			fflush(stdout);
+		}
+		serve_until_signal();
+		failed = EXIT_OK;
+	}
+	server_stop(srv);
+	status_free(st);
+	ms_cache_free(cache);
+	return failed;
+}
+
+int cmd_fetch(int argc, char **argv)
+{
+	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}};
+	int rc;
+
+	if ((rc = parse_args(&a, argc, argv)) == 0)
+		rc = run(&a, argc, argv);
+	else if (rc < 0)
+		rc = EXIT_OK;
+	cli_config_free(&a.cfg);
+	return rc;
+}
+
+static const char serve_usage[] =
+    "Usage: modelstream serve --cache DIR [SOURCE...] [--config FILE] [--listen ADDR]\n"
+    "\n"
+    "Runs as a native sidecar (an init container with restartPolicy: Always) or a\n"
+    "DaemonSet: serves /healthz, /readyz, /progress, /metrics and a websocket at /ws on\n"
+    "--listen (default 0.0.0.0:9090), fetches the SOURCEs (or the config file's models)\n"
+    "into the cache the way `fetch` does, and keeps answering after they are done, until\n"
+    "SIGTERM. /readyz is 200 once every model is ready. The models already in the node cache\n"
+    "are shown too. Every option of `fetch` applies (see 'modelstream fetch --help'), and:\n"
+    "      --listen ADDR         HOST:PORT to serve on: 0.0.0.0:9090, 127.0.0.1:0, [::]:9090\n"
+    "                            (MODELSTREAM_LISTEN; `listen` in the config file)\n"
+    "      --stall-deadline S    /healthz turns 503 when a fetch makes no progress for S\n"
+    "                            seconds (default 120)\n"
+    "\n";
+
+int cmd_serve(int argc, char **argv)
+{
+	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}, .serve = 1};
+	int rc;
+
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+		fputs(serve_usage, stdout);
+		fputs(cli_exit_codes_help, stdout);
+		return EXIT_OK;
+	}
+	if ((rc = parse_args(&a, argc, argv)) == 0) {
+		if (a.listen == NULL)
+			a.listen = "0.0.0.0:9090";
+		rc = run(&a, argc, argv);
+	} else if (rc < 0) {
 		rc = EXIT_OK;
 	}
-	ms_cache_free(cache);
 	cli_config_free(&a.cfg);
 	return rc;
 }

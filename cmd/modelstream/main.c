@@ -23,6 +23,8 @@ static const char usage[] =
     "                            source a location resolves to, and why; then try it\n"
     "  fetch SOURCE... --cache DIR  fill the node cache (the init container's job)\n"
     "  cache ls|gc|verify|rm     look after the node cache\n"
+    "  serve --cache DIR [SOURCE...]  a native sidecar: fetch, then keep serving /healthz,\n"
+    "                            /readyz, /progress and /metrics\n"
     "  wait URL [--timeout S]    block until a modelstream server's /readyz says 200\n"
     "  help [COMMAND]            show help for a command\n"
     "  version                   print the version\n"
@@ -36,9 +38,9 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},
-    {"exists", cmd_exists},   {"push", cmd_push},     {"doctor", cmd_doctor},
-    {"fetch", cmd_fetch},     {"cache", cmd_cache},   {"wait", cmd_wait},
+    {"inspect", cmd_inspect}, {"stream", cmd_stream}, {"ls", cmd_ls},       {"exists", cmd_exists},
+    {"push", cmd_push},       {"doctor", cmd_doctor}, {"fetch", cmd_fetch}, {"cache", cmd_cache},
+    {"wait", cmd_wait},       {"serve", cmd_serve},
 };
 
 static int print_usage(FILE *out)

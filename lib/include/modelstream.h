@@ -553,6 +553,18 @@ MS_EXTERN const char *ms_cache_medium_name(ms_cache_medium medium);
 /** Closes the cache (the files stay). Accepts NULL. */
 MS_EXTERN void ms_cache_free(ms_cache *c);
 
+/** Why a request was retried, for ms_fetch_progress.retries_by_reason. */
+enum {
+	MS_RETRY_SLOWDOWN = 0,  /**< 503 SlowDown, 429 */
+	MS_RETRY_SERVER_ERROR,  /**< 500, 502, 504 */
+	MS_RETRY_CONNECTION,    /**< refused, reset, TLS handshake */
+	MS_RETRY_TIMEOUT,       /**< a stall or a connect timeout */
+	MS_RETRY_TRUNCATED,     /**< a body that ended early */
+	MS_RETRY_EXPIRED_TOKEN, /**< credentials refreshed after ExpiredToken */
+	MS_RETRY_CLOCK_SKEW,    /**< signed again with the server's clock */
+	MS_RETRY_REASONS
+};
+
 /** Where a fetch stands. */
 typedef enum {
 	MS_FETCH_RESOLVING = 0,   /**< listing the source */
@@ -578,8 +590,13 @@ typedef struct {
 	unsigned throttled;  /**< "slow down" answers (503, 429, SlowDown) and timeouts so far */
 	unsigned window;     /**< reads in flight allowed now (adaptive concurrency) */
 	uint64_t slot_waits; /**< reads that waited for a node-wide connection slot */
-	double seconds;      /**< since the fetch began */
-	int waiting_pid;     /**< WAITING: the downloading process, 0 if unknown */
+	unsigned retries_by_reason[MS_RETRY_REASONS]; /**< so far, by MS_RETRY_* */
+	unsigned reads_in_flight;                     /**< reads this fetch has in flight now */
+	unsigned models_evicted;   /**< models evicted from the cache to make room for this one */
+	uint64_t file_bytes_done;  /**< of `file`, when there is one */
+	uint64_t file_bytes_total; /**< `file`'s size */
+	double seconds;            /**< since the fetch began */
+	int waiting_pid;           /**< WAITING: the downloading process, 0 if unknown */
 } ms_fetch_progress;
 
 /** Called from the fetching thread on every event and about every 250 ms. */
@@ -638,7 +655,11 @@ typedef struct {
 	uint64_t bytes_freed;
 	size_t partials_removed; /**< downloads nobody was continuing */
 	size_t blobs_in_use;     /**< kept because a process holds them */
+	size_t models_evicted;   /**< whole models evicted for the budget */
 } ms_cache_collected;
+
+/** The bytes the cache's files take (complete and partial), for monitoring. */
+MS_EXTERN int ms_cache_usage(ms_cache *c, uint64_t *bytes);
 
 /**
  * Collects garbage: blobs no model names and partial downloads no process holds, then
