@@ -173,6 +173,22 @@ static bool ends_authority(char c)
 	       (unsigned char)c < 0x20;
 }
 
+/* Copies one UTF-8 character from *p to out[*o] (a '?' for a byte that is not UTF-8, or for
+ * one that would not fit), advancing both. */
+static void copy_char(char *out, size_t *o, const char **p)
+{
+	size_t n = utf8_sequence((const unsigned char *)*p, strlen(*p));
+
+	if (n == 0 || *o + n > STATUS_TEXT_MAX) {
+		out[(*o)++] = '?';
+		(*p)++;
+		return;
+	}
+	memcpy(out + *o, *p, n);
+	*o += n;
+	*p += n;
+}
+
 /* Whether `c` ends a URL's path, where a query would begin. */
 static bool ends_url(char c)
 {
@@ -204,18 +220,8 @@ char *status_redact(const char *text)
 			for (const char *q = "://"; *q != '\0' && o < STATUS_TEXT_MAX; q++)
 				out[o++] = *q;
 			p = at != NULL ? at + 1 : authority;
-			while (!ends_url(*p) && *p != '?' && *p != '#' && o < STATUS_TEXT_MAX) {
-				size_t n = utf8_sequence((const unsigned char *)p, strlen(p));
-
-				if (n == 0 || o + n > STATUS_TEXT_MAX) {
-					out[o++] = '?';
-					p++;
-					continue;
-				}
-				memcpy(out + o, p, n);
-				o += n;
-				p += n;
-			}
+			while (!ends_url(*p) && *p != '?' && *p != '#' && o < STATUS_TEXT_MAX)
+				copy_char(out, &o, &p);
 			while (!ends_url(*p))
 				p++;
 			continue;
@@ -225,15 +231,7 @@ char *status_redact(const char *text)
 			p++;
 			continue;
 		}
-		size_t n = utf8_sequence((const unsigned char *)p, strlen(p));
-		if (n == 0 || o + n > STATUS_TEXT_MAX) {
-			out[o++] = '?';
-			p++;
-			continue;
-		}
-		memcpy(out + o, p, n);
-		o += n;
-		p += n;
+		copy_char(out, &o, &p);
 	}
 	out[o] = '\0';
 	return out;
