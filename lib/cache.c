@@ -709,15 +709,22 @@ static int list_blobs(const ms_cache *c, blob_entry **out, size_t *count, uint64
 	return rc;
 }
 
+/* -1, 0 or 1 as `a` is before, at or after `b`. */
+static int compare_time(struct timespec a, struct timespec b)
+{
+	if (a.tv_sec != b.tv_sec)
+		return a.tv_sec < b.tv_sec ? -1 : 1;
+	if (a.tv_nsec != b.tv_nsec)
+		return a.tv_nsec < b.tv_nsec ? -1 : 1;
+	return 0;
+}
+
 static int by_use(const void *a, const void *b)
 {
 	const blob_entry *x = a, *y = b;
+	int c = compare_time(x->used, y->used);
 
-	if (x->used.tv_sec != y->used.tv_sec)
-		return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
-	if (x->used.tv_nsec != y->used.tv_nsec)
-		return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
-	return strcmp(x->key, y->key);
+	return c != 0 ? c : strcmp(x->key, y->key);
 }
 
 static void remove_blob(const ms_cache *c, const char *key)
@@ -826,12 +833,9 @@ static bool named_by(const model_entry *models, size_t count, const char *key, s
 static int by_model_use(const void *a, const void *b)
 {
 	const model_entry *x = a, *y = b;
+	int c = compare_time(x->used, y->used);
 
-	if (x->used.tv_sec != y->used.tv_sec)
-		return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
-	if (x->used.tv_nsec != y->used.tv_nsec)
-		return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
-	return strcmp(x->name, y->name);
+	return c != 0 ? c : strcmp(x->name, y->name);
 }
 
 static void unpublish(const ms_cache *c, const char *name)
@@ -873,9 +877,7 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 		for (size_t m = 0; m < model_count; m++)
 			for (size_t k = 0; k < models[m].key_count; k++)
 				if (strcmp(models[m].keys[k], blobs[i].key) == 0 &&
-				    (blobs[i].used.tv_sec > models[m].used.tv_sec ||
-				     (blobs[i].used.tv_sec == models[m].used.tv_sec &&
-				      blobs[i].used.tv_nsec > models[m].used.tv_nsec)))
+				    compare_time(blobs[i].used, models[m].used) > 0)
 					models[m].used = blobs[i].used;
 	}
 	qsort(blobs, count, sizeof(*blobs), by_use);

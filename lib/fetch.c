@@ -1,8 +1,9 @@
 /*
  * fetch.c - filling the node cache: ms_cache_fetch() and ms_cache_verify().
  *
- * A fetch lists its source (one object, a prefix, a local file or directory), makes room
- * within the budget, then fetches each file into a blob and publishes the model (cache.c).
+ * A fetch lists its source (fetch_source.c: one object, a prefix, a local file or
+ * directory), makes room within the budget, then fetches each file into a blob and publishes the
+ * model (cache.c).
  *
  * One blob, one downloader. Each blob has a lock file; the process that takes it
  * exclusively (flock, so the kernel releases it when the process dies, however it dies)
@@ -27,7 +28,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +47,7 @@
 #include "admission.h"
 #include "alloc.h"
 #include "cache.h"
+#include "fetch_source.h"
 #include "error.h"
 #include "model_dir.h"
 #include "s3_client.h"
@@ -59,7 +60,6 @@
 
 #define STATE_MAGIC "MSPART01"
 #define TICK_MS     250
-#define FILES_MAX   100000
 
 /* The state file: this header, then one byte per chunk (1 = written). */
 typedef struct {
@@ -70,23 +70,6 @@ typedef struct {
 	char boot_id[40];
 	char etag[MS__S3_CLIENT_ETAG_SIZE];
 } state_header;
-
-/* One file of the source. */
-typedef struct {
-	char *path;     /* relative to the model */
-	char *location; /* where it is read from */
-	char *s3_key;   /* for object storage */
-	char *etag;
-	uint64_t size;
-	char key[MS__CACHE_KEY_LEN + 1];
-} source_file;
-
-typedef struct {
-	source_file *files;
-	size_t count;
-	ms__s3_client *client; /* object storage: shared by every file */
-	bool local;            /* files on the local file system */
-} source_list;
 
 /* A fetch in progress, for the callback. */
 typedef struct {
@@ -99,189 +82,6 @@ typedef struct {
 	ms__s3_client *client;
 	ms__admission *adm; /* object storage only */
 } fetch;
-
-/* ---------------------------------------------------------------------------------------- */
-/* Listing the source                                                                         */
-/* ---------------------------------------------------------------------------------------- */
-
-static void source_list_free(source_list *l)
-{
-	for (size_t i = 0; i < l->count; i++) {
-		ms__free(l->files[i].path);
-		ms__free(l->files[i].location);
-		ms__free(l->files[i].s3_key);
-		ms__free(l->files[i].etag);
-	}
-	ms__free(l->files);
-	ms__s3_client_free(l->client);
-	memset(l, 0, sizeof(*l));
-}
-
-static int add_file(source_list *l, size_t *cap, const char *path, const char *location,
-                    const char *s3_key, const char *etag, uint64_t size)
-{
-	source_file *f;
-
-	if (l->count == FILES_MAX)
-		return ms__error_set(MS_ELIMIT, "%s: more than %d files", location, FILES_MAX);
-	if (ms__grow((void **)&l->files, cap, l->count + 1, sizeof(*l->files)) < 0)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
-	f = &l->files[l->count++];
-	memset(f, 0, sizeof(*f));
-	f->path = ms__strdup(path);
-	f->location = ms__strdup(location);
-	f->s3_key = s3_key != NULL ? ms__strdup(s3_key) : NULL;
-	f->etag = ms__strdup(etag != NULL ? etag : "");
-	f->size = size;
-	if (f->path == NULL || f->location == NULL || f->etag == NULL ||
-	    (s3_key != NULL && f->s3_key == NULL))
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
-	ms__cache_key(f->key, location, f->etag, size);
-	return 0;
-}
-
-typedef struct {
-	source_list *list;
-	size_t cap;
-	const char *prefix_key;
-} listing;
-
-static int on_object(const ms_object *o, void *payload)
-{
-	listing *l = payload;
-	char key[MS__S3_KEY_MAX + 1];
-
-	/* Keys ending in '/' are "folders" made by consoles, not files. */
-	if (o->is_prefix || o->name[0] == '\0' || o->name[strlen(o->name) - 1] == '/')
-		return 0;
-	snprintf(key, sizeof(key), "%s%s", l->prefix_key, o->name);
-	return add_file(l->list, &l->cap, o->name, o->location, key, o->etag, o->size);
-}
-
-/* An ETag for a local file: changes whenever the file could have. */
-static void local_etag(char *out, size_t size, const struct stat *st)
-{
-	snprintf(out, size, "local-%llx-%llx-%llx.%09ld", (unsigned long long)st->st_ino,
-	         (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
-	         st->st_mtim.tv_nsec);
-}
-
-static __thread struct {
-	source_list *list;
-	size_t cap;
-	size_t root;
-	int rc;
-} walk;
-
-static int on_local(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	char etag[128];
-
-	(void)ftw;
-	if (type == FTW_DNR || type == FTW_NS) {
-		walk.rc = ms__error_set(MS_EACCES, "%s: cannot be read", path);
-		return 1;
-	}
-	if (type != FTW_F || !S_ISREG(st->st_mode))
-		return 0;
-	local_etag(etag, sizeof(etag), st);
-	walk.rc = add_file(walk.list, &walk.cap, path + walk.root, path, NULL, etag,
-	                   (uint64_t)st->st_size);
-	return walk.rc != 0;
-}
-
-static int compare_files(const void *a, const void *b)
-{
-	return strcmp(((const source_file *)a)->path, ((const source_file *)b)->path);
-}
-
-static int list_source(source_list *l, const char *source)
-{
-	size_t cap = 0;
-	struct stat st;
-	int rc;
-
-	memset(l, 0, sizeof(*l));
-	if (ms__source_s3_handles(source)) {
-		const ms__s3_location *loc;
-
-		if ((rc = ms__s3_client_open(&l->client, source, NULL)) < 0)
-			return rc;
-		loc = ms__s3_client_location(l->client);
-		if (loc->prefix) {
-			listing ls = {l, 0, loc->key};
-
-			rc = ms__s3_list_each(l->client, NULL, true, on_object, &ls);
-			if (rc == 0 && l->count == 0)
-				rc = ms__error_set(MS_ENOTFOUND, "%s: no objects under this prefix",
-				                   source);
-		} else {
-			char etag[MS__S3_CLIENT_ETAG_SIZE];
-			uint64_t size;
-			const char *base = strrchr(loc->key, '/');
-
-			rc = ms__source_s3_stat(l->client, NULL, NULL, &size, etag, sizeof(etag));
-			if (rc == 0)
-				rc = add_file(l, &cap, base != NULL ? base + 1 : loc->key, source,
-				              loc->key, etag, size);
-		}
-	} else if (ms__source_custom_handles(source)) {
-		ms__source *src = NULL;
-		const char *base = strrchr(source, '/');
-
-		if ((rc = ms__source_custom_open(&src, source)) == 0)
-			rc = add_file(l, &cap, base != NULL && base[1] ? base + 1 : "file", source,
-			              NULL, "", src->size);
-		ms__source_close(src);
-	} else if (stat(source, &st) != 0) {
-		return ms__error_errno(errno, "%s", source);
-	} else if (S_ISDIR(st.st_mode)) {
-		size_t root = strlen(source);
-
-		while (root > 1 && source[root - 1] == '/')
-			root--;
-		l->local = true;
-		walk.list = l;
-		walk.cap = 0;
-		walk.root = root + 1;
-		walk.rc = 0;
-		if (nftw(source, on_local, 32, FTW_PHYS) < 0 && walk.rc == 0)
-			walk.rc = ms__error_errno(errno, "%s", source);
-		rc = walk.rc;
-		if (rc == 0 && l->count == 0)
-			rc = ms__error_set(MS_ENOTFOUND, "%s: no files in this directory", source);
-	} else {
-		char etag[128];
-		const char *base = strrchr(source, '/');
-
-		l->local = true;
-		local_etag(etag, sizeof(etag), &st);
-		rc = add_file(l, &cap, base != NULL ? base + 1 : source, source, NULL, etag,
-		              (uint64_t)st.st_size);
-	}
-	if (rc == 0 && l->count > 1)
-		qsort(l->files, l->count, sizeof(*l->files), compare_files);
-	for (size_t i = 0; rc == 0 && i < l->count; i++)
-		if (strstr(l->files[i].path, "..") != NULL &&
-		    (strncmp(l->files[i].path, "../", 3) == 0 ||
-		     strstr(l->files[i].path, "/../") != NULL))
-			rc = ms__error_set(MS_EINVAL,
-			                   "%s: a file name that climbs out of the model: %s",
-			                   source, l->files[i].path);
-	if (rc < 0)
-		source_list_free(l);
-	return rc;
-}
-
-static int open_source(ms__source **out, const source_list *l, const source_file *f)
-{
-	if (l->client != NULL)
-		return ms__source_s3_open_listed(out, l->client, f->location, f->s3_key, f->size,
-		                                 f->etag);
-	if (!l->local)
-		return ms__source_custom_open(out, f->location);
-	return ms__source_file_open(out, f->location, MS_DIRECT_IO_OFF);
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Progress                                                                                   */
@@ -369,9 +169,8 @@ typedef struct {
 	uint64_t size, chunk;
 	uint64_t chunks;
 	atomic_ullong next;
-	atomic_ullong bytes;        /* written by this process */
-	double patience_until;      /* monotonic seconds: give up on an unavailable store */
-	atomic_uint patience_waits; /* reads that waited out an unavailable store */
+	atomic_ullong bytes;   /* written by this process */
+	double patience_until; /* monotonic seconds: give up on an unavailable store */
 	atomic_bool failed;
 	pthread_mutex_t lock; /* guards error, finished and the condition */
 	pthread_cond_t cond;
@@ -467,7 +266,6 @@ static void *download_worker(void *payload)
 			if (rc != MS_EUNAVAILABLE || now_mono() >= d->patience_until ||
 			    atomic_load(&d->failed))
 				break;
-			atomic_fetch_add(&d->patience_waits, 1);
 			patience_sleep(patient, &w->seed, d->patience_until);
 			/* This worker holds a chunk: it takes a slot again but does not wait for
 			 * the window (which may have shrunk below it), or nobody would finish the
@@ -641,8 +439,8 @@ static int check_md5(const unsigned char *data, uint64_t size, const char *etag,
 }
 
 /* Checks the downloaded bytes before they are published. */
-static int verify_bytes(const ms_cache *c, const unsigned char *data, uint64_t size,
-                        const source_file *sf, bool content)
+static int verify_bytes(const unsigned char *data, uint64_t size, const source_file *sf,
+                        bool content)
 {
 	int rc = 0;
 
@@ -650,7 +448,6 @@ static int verify_bytes(const ms_cache *c, const unsigned char *data, uint64_t s
 		rc = check_safetensors(data, size, sf->location);
 	if (rc == 0 && content)
 		rc = check_md5(data, size, sf->etag, sf->location);
-	(void)c;
 	return rc;
 }
 
@@ -699,7 +496,7 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 	char partial[PATH_MAX], final[PATH_MAX], state[PATH_MAX];
 	int fd = -1, rc;
 
-	if ((rc = open_source(&d.src, l, sf)) < 0)
+	if ((rc = ms__fetch_open_source(&d.src, l, sf)) < 0)
 		return rc;
 	if (d.src->size != sf->size) {
 		rc = ms__error_set(MS_EIO,
@@ -752,7 +549,7 @@ static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 		goto done;
 	}
 	report(f, MS_FETCH_VERIFYING, sf->path);
-	if ((rc = verify_bytes(c, d.map, d.size, sf, c->opts.verify_content)) < 0)
+	if ((rc = verify_bytes(d.map, d.size, sf, c->opts.verify_content)) < 0)
 		goto discard;
 	if (c->medium == MS_CACHE_DISK && d.size > 0 && fdatasync(fd) != 0) {
 		rc = ms__error_errno(errno, "%s: writing the fetched file", sf->path);
@@ -817,7 +614,6 @@ static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, boo
 {
 	ms_cache *c = f->cache;
 	char lock_path[PATH_MAX], pid[32];
-	bool waited = false;
 	int fd, rc;
 
 	*from_cache = false;
@@ -839,7 +635,6 @@ static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, boo
 		}
 		if (blob_present(c, sf))
 			break;
-		waited = true;
 		f->p.waiting_pid = lock_owner(fd);
 		f->p.bytes_done = f->done_before + state_bytes_done(c, sf->key);
 		report(f, MS_FETCH_WAITING, sf->path);
@@ -858,7 +653,6 @@ static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, boo
 		rc = ms__error_errno(errno, "%s", lock_path);
 	else
 		rc = download_blob(f, l, sf);
-	(void)waited;
 	close(fd); /* releases the lock */
 	return rc;
 }
@@ -1030,7 +824,7 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
 	f.p.model = name;
 	report(&f, MS_FETCH_RESOLVING, NULL);
-	if ((rc = list_source(&l, source)) < 0)
+	if ((rc = ms__fetch_list_source(&l, source)) < 0)
 		return rc;
 	f.client = l.client;
 	if (l.client != NULL) {
@@ -1091,7 +885,7 @@ done:
 	ms__admission_close(f.adm);
 	ms__free(files);
 	ms__free(keys);
-	source_list_free(&l);
+	ms__fetch_source_free(&l);
 	return rc;
 }
 
@@ -1147,7 +941,7 @@ int ms_cache_verify(ms_cache *c, const char *name, int content)
 		sf.path = p->valuestring;
 		sf.location = what;
 		sf.etag = cJSON_IsString(etag) ? etag->valuestring : "";
-		rc = verify_bytes(c, map, (uint64_t)st.st_size, &sf, content);
+		rc = verify_bytes(map, (uint64_t)st.st_size, &sf, content);
 		if (map != NULL)
 			munmap(map, (size_t)st.st_size);
 		close(fd);
