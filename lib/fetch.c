@@ -2,8 +2,8 @@
  * fetch.c - filling the node cache: ms_cache_fetch() and ms_cache_verify().
  *
  * A fetch lists its source (fetch_source.c: one object, a prefix, a local file or
- * directory), makes room within the budget, then fetches each file into a blob and publishes the
- * model (cache.c).
+ * directory), makes room within the budget, then fetches each file into a blob and
+ * publishes the model (cache.c).
  *
  * One blob, one downloader. Each blob has a lock file; the process that takes it
  * exclusively (flock, so the kernel releases it when the process dies, however it dies)
