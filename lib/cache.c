@@ -884,7 +884,7 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 	qsort(models, model_count, sizeof(*models), by_model_use);
 	for (size_t i = 0; i < count && used + needed > c->opts.budget; i++) {
 		if (kept(blobs[i].key, keep, keep_count) ||
-		    named_by(models, model_count, blobs[i].key, (size_t)-1))
+		    named_by(models, model_count, blobs[i].key, SIZE_MAX))
 			continue;
 		if (ms__cache_blob_in_use(c, blobs[i].key)) {
 			held++;
@@ -977,52 +977,6 @@ int ms_cache_usage(ms_cache *c, uint64_t *bytes)
 	return 0;
 }
 
-/* Adds the keys every model names to a list (for collection). */
-static int referenced_keys(const ms_cache *c, char ***out, size_t *count)
-{
-	char dir[PATH_MAX];
-	DIR *d;
-	struct dirent *e;
-	size_t cap = 0;
-	int rc = 0;
-
-	*out = NULL;
-	*count = 0;
-	pathf(dir, sizeof(dir), "%s/models/.meta", c->dir);
-	if ((d = opendir(dir)) == NULL)
-		return ms__error_errno(errno, "%s", dir);
-	while (rc == 0 && (e = readdir(d)) != NULL) {
-		char path[PATH_MAX];
-		size_t n = strlen(e->d_name);
-		const cJSON *f;
-		cJSON *meta;
-
-		if (n <= 5 || strcmp(e->d_name + n - 5, ".json") != 0)
-			continue;
-		pathf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if ((meta = ms__cache_read_json(path)) == NULL)
-			continue;
-		cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(meta, "files"))
-		{
-			const cJSON *k = cJSON_GetObjectItemCaseSensitive(f, "key");
-
-			if (!cJSON_IsString(k) || rc < 0)
-				continue;
-			if (ms__grow((void **)out, &cap, *count + 1, sizeof(**out)) < 0) {
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-				continue;
-			}
-			if (((*out)[*count] = ms__strdup(k->valuestring)) == NULL)
-				rc = ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
-			else
-				(*count)++;
-		}
-		cJSON_Delete(meta);
-	}
-	closedir(d);
-	return rc;
-}
-
 /* Removes snapshot directories no model link points at. Layout locked. */
 static void collect_snapshots(const ms_cache *c)
 {
@@ -1059,8 +1013,9 @@ int ms_cache_collect(ms_cache *c, ms_cache_collected *out)
 {
 	ms_cache_collected stats = {0};
 	blob_entry *blobs = NULL;
-	char **refs = NULL, dir[PATH_MAX];
-	size_t count = 0, ref_count = 0;
+	model_entry *models = NULL;
+	char dir[PATH_MAX];
+	size_t count = 0, model_count = 0;
 	uint64_t partial = 0;
 	DIR *d;
 	struct dirent *e;
@@ -1068,11 +1023,11 @@ int ms_cache_collect(ms_cache *c, ms_cache_collected *out)
 
 	if ((lock = lock_layout(c)) < 0)
 		return lock;
-	if ((rc = referenced_keys(c, &refs, &ref_count)) < 0 ||
+	if ((rc = list_models(c, &models, &model_count)) < 0 ||
 	    (rc = list_blobs(c, &blobs, &count, &partial)) < 0)
 		goto done;
 	for (size_t i = 0; i < count; i++) {
-		if (kept(blobs[i].key, (const char *const *)refs, ref_count))
+		if (named_by(models, model_count, blobs[i].key, SIZE_MAX))
 			continue;
 		if (ms__cache_blob_in_use(c, blobs[i].key)) {
 			stats.blobs_in_use++;
@@ -1111,9 +1066,7 @@ int ms_cache_collect(ms_cache *c, ms_cache_collected *out)
 	collect_snapshots(c);
 	rc = evict(c, 0, NULL, 0, &stats);
 done:
-	for (size_t i = 0; i < ref_count; i++)
-		ms__free(refs[i]);
-	ms__free(refs);
+	models_free(models, model_count);
 	ms__free(blobs);
 	close(lock);
 	if (out != NULL)

@@ -507,6 +507,7 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 	unsigned seed = (unsigned)time(NULL) ^ (atomic_fetch_add(&c->seed_seq, 1) * 2654435761u);
 	unsigned failures = 0;
 	bool skew_corrected = false, refreshed = false, force_refresh = false;
+	ms__creds creds_copy; /* on the stack: no allocation per request */
 	ms__creds *cr = NULL;
 	CURLcode cc = CURLE_OK;
 	int rc;
@@ -537,14 +538,10 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 	}
 	if (req->dst != NULL && req->capacity == 0)
 		return 0;
-	cr = c->creds != NULL ? ms__malloc(sizeof(*cr)) : NULL;
-	if (c->creds != NULL && cr == NULL)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", what);
+	cr = c->creds != NULL ? &creds_copy : NULL;
 	a.curl = pool_take(c);
-	if (a.curl == NULL) {
-		ms__free(cr);
+	if (a.curl == NULL)
 		return ms__error_set(MS_ENOMEM, "%s: cannot create an HTTP handle", what);
-	}
 	a.dst = req->dst;
 	a.capacity = req->capacity;
 	a.keep_body = req->dst == NULL;
@@ -642,7 +639,6 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 	}
 	if (cr != NULL) {
 		ms__creds_clear(cr);
-		ms__free(cr);
 	}
 	pool_give(c, a.curl);
 	return rc;
