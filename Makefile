@@ -46,7 +46,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -122,8 +122,8 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -171,6 +171,11 @@ cache-tests: $(CLI) $(MKMODEL)
 server-tests: $(B)/tests/server_driver $(CLI) $(MKMODEL)
 	tests/server_tests.sh $(B) | tee $(B)/server-tests.log
 
+# The node agent's reconcile loop and the pods that read its cache: serve --config with a
+# ConfigMap updated the kubelet's way, serve --wait-for holds, wait --cache, cache prepare.
+agent-tests: $(CLI) $(MKMODEL)
+	tests/agent_tests.sh $(B) | tee $(B)/agent-tests.log
+
 # Nodes sharing one tc-shaped link (network namespaces, needs root, about 55 s): the link is
 # filled and each node gets its fair share, for fixed and adaptive concurrency.
 netns-tests: $(CLI) $(MKMODEL)
@@ -188,7 +193,7 @@ cli-tests: $(CLI) $(MKMODEL)
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:
-	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests server-tests
+	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests server-tests agent-tests
 	$(MAKE) --no-print-directory SANITIZE=thread stress
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.

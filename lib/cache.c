@@ -900,15 +900,21 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 	}
 	for (size_t m = 0; m < model_count && used + needed > c->opts.budget; m++) {
 		bool busy = false;
+		int hold = -1;
 
 		for (size_t k = 0; k < models[m].key_count && !busy; k++)
 			busy = kept(models[m].keys[k], keep, keep_count) ||
 			       ms__cache_blob_in_use(c, models[m].keys[k]);
+		/* A reader in another pod holds the model (ms_cache_hold_new). */
+		if (!busy && (hold = ms__cache_model_lock(c, models[m].name)) == -2)
+			busy = true;
 		if (busy) {
 			held++;
 			continue;
 		}
 		unpublish(c, models[m].name);
+		if (hold >= 0)
+			close(hold);
 		if (stats != NULL)
 			stats->models_evicted++;
 		for (size_t k = 0; k < models[m].key_count; k++) {
@@ -1152,11 +1158,15 @@ int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, void *payl
 	return rc;
 }
 
-int ms_cache_remove(ms_cache *c, const char *name)
+/* Unpublishes model `name` (link, record, snapshot); with `if_unused`, only when no process
+ * holds it or has one of its files open. */
+static int remove_model(ms_cache *c, const char *name, bool if_unused)
 {
 	char link[PATH_MAX], target[PATH_MAX], meta[PATH_MAX], snap[PATH_MAX];
+	model_entry *models = NULL;
+	size_t model_count = 0;
 	ssize_t n;
-	int lock, rc = 0;
+	int lock, hold = -1, rc = 0;
 
 	if ((rc = ms_cache_model_path(c, name, link, sizeof(link))) < 0)
 		return rc;
@@ -1166,18 +1176,49 @@ int ms_cache_remove(ms_cache *c, const char *name)
 	n = readlink(link, target, sizeof(target) - 1);
 	if (n < 0 && access(meta, F_OK) != 0) {
 		rc = ms__error_set(MS_ENOTFOUND, "%s: no model '%s' in the cache", c->dir, name);
-	} else {
-		unlink(link);
-		unlink(meta);
-		if (n > 0) {
-			target[n] = '\0';
-			if (strncmp(target, ".snapshots/", 11) == 0 &&
-			    strchr(target + 11, '/') == NULL) {
-				pathf(snap, sizeof(snap), "%s/models/%s", c->dir, target);
-				remove_tree(snap);
-			}
+		goto done;
+	}
+	if (if_unused) {
+		if ((hold = ms__cache_model_lock(c, name)) == -2) {
+			rc = ms__error_set(MS_EBUSY, "%s: model '%s' is held by a reader", c->dir,
+			                   name);
+			goto done;
+		}
+		if ((rc = list_models(c, &models, &model_count)) < 0)
+			goto done;
+		for (size_t m = 0; m < model_count; m++)
+			for (size_t k = 0;
+			     strcmp(models[m].name, name) == 0 && k < models[m].key_count; k++)
+				if (ms__cache_blob_in_use(c, models[m].keys[k])) {
+					rc = ms__error_set(
+					    MS_EBUSY, "%s: model '%s' has a file open in a process",
+					    c->dir, name);
+					goto done;
+				}
+	}
+	unlink(link);
+	unlink(meta);
+	if (n > 0) {
+		target[n] = '\0';
+		if (strncmp(target, ".snapshots/", 11) == 0 && strchr(target + 11, '/') == NULL) {
+			pathf(snap, sizeof(snap), "%s/models/%s", c->dir, target);
+			remove_tree(snap);
 		}
 	}
+done:
+	models_free(models, model_count);
+	if (hold >= 0)
+		close(hold);
 	close(lock);
 	return rc;
+}
+
+int ms_cache_remove(ms_cache *c, const char *name)
+{
+	return remove_model(c, name, false);
+}
+
+int ms_cache_evict(ms_cache *c, const char *name)
+{
+	return remove_model(c, name, true);
 }

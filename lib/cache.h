@@ -98,6 +98,13 @@ int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, s
 /** Marks a blob used now (for least-recently-used eviction). */
 void ms__cache_touch(const ms_cache *c, const char *key);
 
+/**
+ * Locks model `name`'s snapshot exclusively if no reader holds it (see cache_hold.c).
+ * @return the locked descriptor, to close once the model is unpublished; -1 if nothing is
+ *         published under the name; -2 if a reader holds it.
+ */
+int ms__cache_model_lock(const ms_cache *c, const char *name);
+
 /** True if a process holds the blob: its lock, or an open descriptor or mapping on it. */
 bool ms__cache_blob_in_use(const ms_cache *c, const char *key);
 

@@ -52,6 +52,8 @@ const char *ms_strerror(int code)
 		return "out of space";
 	case MS_EUNAVAILABLE:
 		return "storage unavailable";
+	case MS_EBUSY:
+		return "in use";
 	case MS_ITER_END:
 		return "end of iteration";
 	default:

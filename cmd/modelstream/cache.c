@@ -23,6 +23,9 @@ static const char cache_usage[] =
     "  verify NAME... [--content] check the models' files again (sizes, safetensors\n"
     "                             headers; with --content every byte against its ETag)\n"
     "  rm NAME...                 remove models (their files go at the next gc)\n"
+    "  prepare DIR --medium M     make DIR a node cache: mount tmpfs with huge pages\n"
+    "                             (tmpfs-huge, with --size) or use the disk, and give it\n"
+    "                             to --owner UID:GID (needs root; see prepare --help)\n"
     "\n"
     "--cache DIR defaults to MODELSTREAM_CACHE_DIR.\n"
     "\n";
@@ -84,9 +87,12 @@ int cmd_cache(int argc, char **argv)
 		return argc < 2 ? EXIT_USAGE : EXIT_OK;
 	}
 	sub = argv[1];
+	if (strcmp(sub, "prepare") == 0)
+		return cmd_cache_prepare(argc - 1, argv + 1);
 	if (strcmp(sub, "ls") != 0 && strcmp(sub, "gc") != 0 && strcmp(sub, "verify") != 0 &&
 	    strcmp(sub, "rm") != 0)
-		return cli_usage_error("unknown cache command '%s' (ls, gc, verify, rm)", sub);
+		return cli_usage_error("unknown cache command '%s' (ls, gc, verify, rm, prepare)",
+		                       sub);
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc - 1, argv + 1, "h", options, NULL)) != -1) {

@@ -63,6 +63,7 @@ int cmd_push(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_fetch(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
+int cmd_cache_prepare(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 

@@ -6,8 +6,6 @@
  */
 #include <ctype.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +16,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "fetch.h"
 #include "server.h"
 #include "status.h"
 
@@ -73,26 +72,6 @@ static const char fetch_usage[] =
     "  -h, --help                show this help\n"
     "\n";
 
-typedef enum { LOG_TEXT, LOG_JSON } log_format;
-
-typedef struct {
-	log_format format;
-	int tty;
-	int quiet;
-	double every;
-	double last_line;   /* seconds of the last progress line */
-	uint64_t last_done; /* for the rate */
-	double last_time;
-	double rate; /* bytes/s, smoothed */
-	ms_fetch_state last_state;
-	ms_fetch_progress final; /* the DONE snapshot, for the summary */
-	status *st;              /* the health server's store, NULL without --listen */
-	const char *model;       /* the model's name as the store knows it */
-	unsigned last_reasons[MS_RETRY_REASONS];
-	unsigned last_evicted;
-	uint64_t last_slot_waits;
-} reporter;
-
 static status_state store_state(ms_fetch_state s)
 {
 	switch (s) {
@@ -114,8 +93,7 @@ static const char *const retry_reason_names[MS_RETRY_REASONS] = {
     "slowdown", "server_error", "connection", "timeout", "truncated", "expired_token", "clock_skew",
 };
 
-/* Tells the store how much the cache holds now. */
-static void feed_cache_size(status *st, ms_cache *cache, uint64_t budget)
+void fetch_feed_cache_size(status *st, ms_cache *cache, uint64_t budget)
 {
 	uint64_t used = 0;
 
@@ -176,7 +154,7 @@ static double wall_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void timestamp(char *out, size_t size)
+void fetch_timestamp(char *out, size_t size)
 {
 	struct timespec ts;
 	struct tm tm;
@@ -208,7 +186,7 @@ static const char *state_name(ms_fetch_state s)
 	return "unknown";
 }
 
-static void json_string(FILE *out, const char *s)
+void fetch_json_string(FILE *out, const char *s)
 {
 	fputc('"', out);
 	for (; s != NULL && *s != '\0'; s++) {
@@ -228,12 +206,12 @@ static void json_line(const reporter *r, const ms_fetch_progress *p, const char 
 {
 	char ts[40];
 
-	timestamp(ts, sizeof(ts));
+	fetch_timestamp(ts, sizeof(ts));
 	printf("{\"time\":\"%s\",\"event\":\"%s\",\"model\":", ts, event);
-	json_string(stdout, p->model);
+	fetch_json_string(stdout, p->model);
 	if (p->file != NULL) {
 		printf(",\"file\":");
-		json_string(stdout, p->file);
+		fetch_json_string(stdout, p->file);
 	}
 	printf(",\"state\":\"%s\",\"bytes_done\":%llu,\"bytes_total\":%llu,"
 	       "\"bytes_fetched\":%llu,\"files_done\":%zu,\"files_total\":%zu,\"retries\":%u,"
@@ -392,19 +370,6 @@ static void derive_name(char *out, size_t size, const char *source)
 		snprintf(out, size, "model");
 }
 
-typedef struct {
-	const char *cache;
-	const char *name;
-	const char *manifest;
-	ms_cache_options opts;
-	reporter r;
-	cli_config cfg; /* the --config file's settings, the lowest layer */
-	int have_cfg;
-	const char *listen;    /* the health server's address; NULL: none */
-	double stall_deadline; /* seconds without progress before /healthz says 503 */
-	int serve;             /* `modelstream serve`: keep answering after the fetch */
-} fetch_args;
-
 /* Finds --config FILE (or MODELSTREAM_CONFIG) before the other options are read, and loads
  * it as the base that the environment and the flags override. */
 static int load_config(fetch_args *a, int argc, char **argv)
@@ -425,6 +390,7 @@ static int load_config(fetch_args *a, int argc, char **argv)
 	if (cli_config_load(&a->cfg, path, err, sizeof(err)) < 0)
 		return cli_usage_error("%s", err);
 	a->have_cfg = 1;
+	a->config_path = path;
 	if (a->cfg.cache != NULL)
 		a->cache = a->cfg.cache;
 	if (a->cfg.budget >= 0)
@@ -438,7 +404,31 @@ static int load_config(fetch_args *a, int argc, char **argv)
 	return 0;
 }
 
-static int parse_args(fetch_args *a, int argc, char **argv)
+/* The options only `serve` takes. Returns 0 or an exit code. */
+static int serve_option(fetch_args *a, int option, const char *value)
+{
+	char *end = NULL;
+	double seconds;
+
+	if (option == 'W') {
+		if (a->wait_for_count == FETCH_WAIT_FOR_MAX)
+			return cli_usage_error("--wait-for: at most %d models", FETCH_WAIT_FOR_MAX);
+		a->wait_for[a->wait_for_count++] = value;
+		return 0;
+	}
+	seconds = strtod(value, &end);
+	if (end == value || *end != '\0' || seconds < (option == 'g' ? 0 : 0.1) || seconds > 86400)
+		return cli_usage_error("--%s must be %s-86400 seconds, not '%s'",
+		                       option == 'g' ? "evict-grace" : "reconcile-every",
+		                       option == 'g' ? "0" : "0.1", value);
+	if (option == 'g')
+		a->evict_grace = seconds;
+	else
+		a->reconcile_every = seconds;
+	return 0;
+}
+
+int fetch_parse_args(fetch_args *a, int argc, char **argv)
 {
 	static const struct option options[] = {
 	    {"cache", required_argument, NULL, 'C'},
@@ -459,6 +449,9 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 	    {"progress-every", required_argument, NULL, 'e'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"wait-for", required_argument, NULL, 'W'},
+	    {"reconcile-every", required_argument, NULL, 'r'},
+	    {"evict-grace", required_argument, NULL, 'g'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *env;
@@ -595,6 +588,15 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 		case 'q':
 			a->r.quiet = 1;
 			break;
+		case 'W':
+		case 'r':
+		case 'g':
+			if (!a->serve)
+				return cli_usage_error("%s is an option of `modelstream serve`",
+				                       argv[optind - 1]);
+			if ((c = serve_option(a, c, optarg)) != 0)
+				return c;
+			break;
 		case 'h':
 			fputs(fetch_usage, stdout);
 			fputs(cli_exit_codes_help, stdout);
@@ -612,7 +614,11 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 	if (a->manifest != NULL && argc - optind != 1)
 		return cli_usage_error("--manifest goes with exactly one SOURCE");
 	if (a->cache == NULL || a->cache[0] == '\0')
-		return cli_usage_error("fetch needs --cache DIR (or MODELSTREAM_CACHE_DIR)");
+		return cli_usage_error("%s needs --cache DIR (or MODELSTREAM_CACHE_DIR)",
+		                       a->serve ? "serve" : "fetch");
+	if (a->wait_for_count > 0 && (optind < argc || a->cfg.model_count > 0))
+		return cli_usage_error("--wait-for waits for models the node agent fetches; give "
+		                       "no SOURCE and no models in the config file with it");
 	if (a->name != NULL && argc - optind > 1)
 		return cli_usage_error(
 		    "--name names one model; give one SOURCE per fetch, or none");
@@ -620,8 +626,8 @@ static int parse_args(fetch_args *a, int argc, char **argv)
 }
 
 /* The model's name: --name, the config file's, or one made from the source. */
-static void model_name(char *out, size_t size, const fetch_args *a, const cli_model *m,
-                       const char *source)
+void fetch_model_name(char *out, size_t size, const fetch_args *a, const cli_model *m,
+                      const char *source)
 {
 	if (a->name != NULL || (m != NULL && m->name != NULL))
 		snprintf(out, size, "%s", a->name != NULL ? a->name : m->name);
@@ -629,208 +635,142 @@ static void model_name(char *out, size_t size, const fetch_args *a, const cli_mo
 		derive_name(out, size, source);
 }
 
-static int add_cached_model(const ms_cache_model *m, void *payload)
+int fetch_model(const fetch_args *a, ms_cache *cache, status *st, const char *name,
+                const char *source, const char *manifest)
 {
-	status *st = payload;
+	char path[4096], size[32], shown[512];
+	double start = wall_seconds(), seconds;
+	reporter r = a->r;
+	int rc;
 
-	/* The node cache's models are shown as they are; a fetch of one replaces its entry. */
-	if (status_add_model(st, m->name, m->source, "") == 0 && m->complete)
-		status_model_ready(st, m->name);
-	return 0;
-}
-
-/* `serve`: answers until SIGTERM or SIGINT (a native sidecar must not exit). */
-static void serve_until_signal(void)
-{
-	sigset_t set;
-	int sig = 0;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	sigwait(&set, &sig);
-}
-
-static int run(fetch_args *a, int argc, char **argv)
-{
-	ms_cache *cache = NULL;
-	status *st = NULL;
-	server *srv = NULL;
-	char err[512];
-	size_t jobs;
-	int rc, failed = EXIT_OK;
-
-	a->r.tty = a->r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-	if ((rc = ms_cache_open(&cache, a->cache, &a->opts)) < 0)
-		return cli_fail(rc);
-	jobs = optind < argc ? (size_t)(argc - optind) : a->cfg.model_count;
-	if (a->listen != NULL) {
-		server_options so = {.listen = a->listen};
-
-		if ((st = status_new(a->stall_deadline, NULL, NULL)) == NULL) {
-			ms_cache_free(cache);
-			return cli_usage_error("out of memory");
-		}
-		/* Every model is known (queued) from the start, so /readyz names what it waits
-		 * for; `serve` also shows what the node cache already holds. */
-		if (a->serve)
-			ms_cache_list(cache, add_cached_model, st);
-		for (size_t j = 0; j < jobs; j++) {
-			const cli_model *m = optind < argc ? NULL : &a->cfg.models[j];
-			const char *source = m != NULL ? m->source : argv[optind + (int)j];
-			char name[160], path[4096];
-
-			model_name(name, sizeof(name), a, m, source);
-			ms_cache_model_path(cache, name, path, sizeof(path));
-			status_add_model(st, name, source, path);
-			status_model_state(st, name, STATUS_QUEUED);
-		}
-		feed_cache_size(st, cache, a->opts.budget);
-		so.status = st;
-		if (server_start(&srv, &so, err, sizeof(err)) < 0) {
-			status_free(st);
-			ms_cache_free(cache);
-			return cli_usage_error("%s", err);
-		}
-		if (!a->r.quiet && a->r.format == LOG_TEXT)
-			printf("%s: health, progress and metrics on %s (port %d)\n",
-			       a->serve ? "serve" : "fetch", a->listen, server_port(srv));
+	r.st = st;
+	r.model = name;
+	cli_escape(shown, sizeof(shown), source);
+	if (!r.quiet && r.format == LOG_TEXT) {
+		printf("fetch %s: from %s into %s (%s)\n", name, shown, a->cache,
+		       ms_cache_medium_name(ms_cache_medium_of(cache)));
 		fflush(stdout);
 	}
-	for (size_t j = 0; j < jobs; j++) {
-		const cli_model *m = optind < argc ? NULL : &a->cfg.models[j];
-		const char *source = m != NULL ? m->source : argv[optind + (int)j];
-		const char *manifest = m != NULL ? m->sha256_manifest : a->manifest;
-		char name[160], path[4096], size[32], shown[512];
-		double start = wall_seconds(), seconds;
-		reporter r = a->r;
-
-		model_name(name, sizeof(name), a, m, source);
-		r.st = st;
-		r.model = name;
-		cli_escape(shown, sizeof(shown), source);
-		if (!r.quiet && r.format == LOG_TEXT)
-			printf("fetch %s: from %s into %s (%s)\n", name, shown, a->cache,
-			       ms_cache_medium_name(ms_cache_medium_of(cache)));
-		rc = ms_cache_fetch_verified(cache, source, name, manifest, on_progress, &r);
-		if (r.tty)
-			fputc('\n', stderr);
-		if (rc < 0) {
-			if (st != NULL)
-				status_model_failed(st, name, ms_error_last()->message);
-			if (r.format == LOG_JSON) {
-				char ts[40];
-
-				timestamp(ts, sizeof(ts));
-				printf("{\"time\":\"%s\",\"event\":\"error\",\"model\":", ts);
-				json_string(stdout, name);
-				printf(",\"code\":\"%s\",\"message\":", ms_strerror(rc));
-				json_string(stdout, ms_error_last()->message);
-				printf("}\n");
-				fflush(stdout);
-			}
-			failed = cli_fail(rc);
-			if (!a->serve)
-				break; /* an init container fails at the first model that fails */
-			continue;
-		}
-		if (st != NULL) {
-			status_model_ready(st, name);
-			feed_cache_size(st, cache, a->opts.budget);
-		}
-		seconds = wall_seconds() - start;
-		ms_cache_model_path(cache, name, path, sizeof(path));
-		if (!r.quiet && r.format == LOG_TEXT) {
-			char fetched[32], other[32];
-
-			cli_format_bytes(size, sizeof(size), r.final.bytes_total);
-			cli_format_bytes(fetched, sizeof(fetched), r.final.bytes_fetched);
-			cli_format_bytes(other, sizeof(other),
-			                 r.final.bytes_total - r.final.bytes_fetched);
-			printf(
-			    "fetch %s: ready at %s: %zu files, %s in %.1f s (%.2f GB/s); %s "
-			    "downloaded by this process, %s already cached or fetched by another; "
-			    "%u retries, %u throttled\n",
-			    name, path, r.final.files_total, size, seconds,
-			    seconds > 0 ? (double)r.final.bytes_fetched / seconds / 1e9 : 0.0,
-			    fetched, other, r.final.retries, r.final.throttled);
-			fflush(stdout);
-		} else if (!r.quiet) {
+	rc = ms_cache_fetch_verified(cache, source, name, manifest, on_progress, &r);
+	if (r.tty)
+		fputc('\n', stderr);
+	if (rc < 0) {
+		if (st != NULL)
+			status_model_failed(st, name, ms_error_last()->message);
+		if (r.format == LOG_JSON) {
 			char ts[40];
 
-			timestamp(ts, sizeof(ts));
-			printf("{\"time\":\"%s\",\"event\":\"done\",\"model\":", ts);
-			json_string(stdout, name);
-			printf(",\"path\":");
-			json_string(stdout, path);
-			printf(",\"files\":%zu,\"bytes_total\":%llu,\"bytes_fetched\":%llu,"
-			       "\"retries\":%u,\"throttled\":%u,\"seconds\":%.3f}\n",
-			       r.final.files_total, (unsigned long long)r.final.bytes_total,
-			       (unsigned long long)r.final.bytes_fetched, r.final.retries,
-			       r.final.throttled, seconds);
+			fetch_timestamp(ts, sizeof(ts));
+			printf("{\"time\":\"%s\",\"event\":\"error\",\"model\":", ts);
+			fetch_json_string(stdout, name);
+			printf(",\"code\":\"%s\",\"message\":", ms_strerror(rc));
+			fetch_json_string(stdout, ms_error_last()->message);
+			printf("}\n");
 			fflush(stdout);
 		}
+		return cli_fail(rc);
 	}
-	if (a->serve) {
-		if (!a->r.quiet && a->r.format == LOG_TEXT) {
-			printf("serve: %zu models fetched; answering until SIGTERM\n", jobs);
-			fflush(stdout);
-		}
-		serve_until_signal();
-		failed = EXIT_OK;
+	if (st != NULL) {
+		status_model_ready(st, name);
+		fetch_feed_cache_size(st, cache, a->opts.budget);
 	}
-	server_stop(srv);
-	status_free(st);
-	ms_cache_free(cache);
-	return failed;
+	seconds = wall_seconds() - start;
+	ms_cache_model_path(cache, name, path, sizeof(path));
+	if (!r.quiet && r.format == LOG_TEXT) {
+		char fetched[32], other[32];
+
+		cli_format_bytes(size, sizeof(size), r.final.bytes_total);
+		cli_format_bytes(fetched, sizeof(fetched), r.final.bytes_fetched);
+		cli_format_bytes(other, sizeof(other), r.final.bytes_total - r.final.bytes_fetched);
+		printf("fetch %s: ready at %s: %zu files, %s in %.1f s (%.2f GB/s); %s "
+		       "downloaded by this process, %s already cached or fetched by another; "
+		       "%u retries, %u throttled\n",
+		       name, path, r.final.files_total, size, seconds,
+		       seconds > 0 ? (double)r.final.bytes_fetched / seconds / 1e9 : 0.0, fetched,
+		       other, r.final.retries, r.final.throttled);
+		fflush(stdout);
+	} else if (!r.quiet) {
+		char ts[40];
+
+		fetch_timestamp(ts, sizeof(ts));
+		printf("{\"time\":\"%s\",\"event\":\"done\",\"model\":", ts);
+		fetch_json_string(stdout, name);
+		printf(",\"path\":");
+		fetch_json_string(stdout, path);
+		printf(",\"files\":%zu,\"bytes_total\":%llu,\"bytes_fetched\":%llu,"
+		       "\"retries\":%u,\"throttled\":%u,\"seconds\":%.3f}\n",
+		       r.final.files_total, (unsigned long long)r.final.bytes_total,
+		       (unsigned long long)r.final.bytes_fetched, r.final.retries,
+		       r.final.throttled, seconds);
+		fflush(stdout);
+	}
+	return EXIT_OK;
 }
 
 int cmd_fetch(int argc, char **argv)
 {
 	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}};
+	ms_cache *cache = NULL;
+	status *st = NULL;
+	server *srv = NULL;
+	char err[512];
+	size_t jobs;
 	int rc;
 
-	if ((rc = parse_args(&a, argc, argv)) == 0)
-		rc = run(&a, argc, argv);
-	else if (rc < 0)
-		rc = EXIT_OK;
-	cli_config_free(&a.cfg);
-	return rc;
-}
-
-static const char serve_usage[] =
-    "Usage: modelstream serve --cache DIR [SOURCE...] [--config FILE] [--listen ADDR]\n"
-    "\n"
-    "Runs as a native sidecar (an init container with restartPolicy: Always) or a\n"
-    "DaemonSet: serves /healthz, /readyz, /progress, /metrics and a websocket at /ws on\n"
-    "--listen (default 0.0.0.0:9090), fetches the SOURCEs (or the config file's models)\n"
-    "into the cache the way `fetch` does, and keeps answering after they are done, until\n"
-    "SIGTERM. /readyz is 200 once every model is ready. The models already in the node cache\n"
-    "are shown too. Every option of `fetch` applies (see 'modelstream fetch --help'), and:\n"
-    "      --listen ADDR         HOST:PORT to serve on: 0.0.0.0:9090, 127.0.0.1:0, [::]:9090\n"
-    "                            (MODELSTREAM_LISTEN; `listen` in the config file)\n"
-    "      --stall-deadline S    /healthz turns 503 when a fetch makes no progress for S\n"
-    "                            seconds (default 120)\n"
-    "\n";
-
-int cmd_serve(int argc, char **argv)
-{
-	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}, .serve = 1};
-	int rc;
-
-	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-		fputs(serve_usage, stdout);
-		fputs(cli_exit_codes_help, stdout);
-		return EXIT_OK;
+	if ((rc = fetch_parse_args(&a, argc, argv)) != 0) {
+		cli_config_free(&a.cfg);
+		return rc < 0 ? EXIT_OK : rc;
 	}
-	if ((rc = parse_args(&a, argc, argv)) == 0) {
-		if (a.listen == NULL)
-			a.listen = "0.0.0.0:9090";
-		rc = run(&a, argc, argv);
-	} else if (rc < 0) {
-		rc = EXIT_OK;
+	a.r.tty = a.r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0) {
+		rc = cli_fail(rc);
+		goto done;
 	}
+	jobs = optind < argc ? (size_t)(argc - optind) : a.cfg.model_count;
+	if (a.listen != NULL) {
+		server_options so = {.listen = a.listen};
+
+		if ((st = status_new(a.stall_deadline, NULL, NULL)) == NULL) {
+			rc = cli_usage_error("out of memory");
+			goto done;
+		}
+		/* Every model is known (queued) from the start, so /readyz names what it waits
+		 * for. */
+		for (size_t j = 0; j < jobs; j++) {
+			const cli_model *m = optind < argc ? NULL : &a.cfg.models[j];
+			const char *source = m != NULL ? m->source : argv[optind + (int)j];
+			char name[160], path[4096];
+
+			fetch_model_name(name, sizeof(name), &a, m, source);
+			ms_cache_model_path(cache, name, path, sizeof(path));
+			status_add_model(st, name, source, path);
+			status_model_state(st, name, STATUS_QUEUED);
+		}
+		fetch_feed_cache_size(st, cache, a.opts.budget);
+		so.status = st;
+		if (server_start(&srv, &so, err, sizeof(err)) < 0) {
+			rc = cli_usage_error("%s", err);
+			goto done;
+		}
+		if (!a.r.quiet && a.r.format == LOG_TEXT)
+			printf("fetch: health, progress and metrics on %s (port %d)\n", a.listen,
+			       server_port(srv));
+		fflush(stdout);
+	}
+	for (size_t j = 0; j < jobs && rc == EXIT_OK; j++) {
+		const cli_model *m = optind < argc ? NULL : &a.cfg.models[j];
+		const char *source = m != NULL ? m->source : argv[optind + (int)j];
+		char name[160];
+
+		fetch_model_name(name, sizeof(name), &a, m, source);
+		/* An init container fails at the first model that fails. */
+		rc = fetch_model(&a, cache, st, name, source,
+		                 m != NULL ? m->sha256_manifest : a.manifest);
+	}
+done:
+	server_stop(srv);
+	status_free(st);
+	ms_cache_free(cache);
 	cli_config_free(&a.cfg);
 	return rc;
 }

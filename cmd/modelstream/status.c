@@ -370,6 +370,38 @@ done:
 	return rc;
 }
 
+bool status_model_failed_now(status *s, const char *name)
+{
+	model_entry *m;
+	bool failed;
+
+	pthread_mutex_lock(&s->lock);
+	m = find_locked(s, name);
+	failed = m != NULL && m->progress.state == STATUS_FAILED;
+	pthread_mutex_unlock(&s->lock);
+	return failed;
+}
+
+int status_remove_model(status *s, const char *name)
+{
+	model_entry *m;
+	int rc = -1;
+
+	pthread_mutex_lock(&s->lock);
+	m = find_locked(s, name);
+	if (m != NULL) {
+		size_t i = (size_t)(m - s->models);
+
+		model_entry_free(m);
+		memmove(m, m + 1, (s->model_count - i - 1) * sizeof(*m));
+		s->model_count--;
+		changed_locked(s);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
 int status_model_progress(status *s, const char *name, const status_progress *progress)
 {
 	model_entry *m;

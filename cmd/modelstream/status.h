@@ -139,6 +139,12 @@ uint64_t status_generation(status *s);
  */
 int status_add_model(status *s, const char *name, const char *source, const char *cache_path);
 
+/** True if model `name` is known and failed. */
+bool status_model_failed_now(status *s, const char *name);
+
+/** Forgets a model (evicted from the cache). Returns 0, or -1 for an unknown name. */
+int status_remove_model(status *s, const char *name);
+
 /** Updates a model's progress (see status_progress). Returns 0, or -1 for an unknown name. */
 int status_model_progress(status *s, const char *name, const status_progress *progress);
 

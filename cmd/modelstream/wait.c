@@ -2,6 +2,8 @@
  * wait.c - `modelstream wait URL [--timeout S]`: blocks until a modelstream server's /readyz
  * answers 200. For scripts, and for Kubernetes versions without native sidecars, where the
  * serving container's command starts with `modelstream wait http://localhost:9090 && ...`.
+ * `modelstream wait --cache DIR NAME...` blocks until the node agent has published the
+ * models in the node cache: the init container of a pod that reads the agent's cache.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -12,16 +14,25 @@
 
 #include <curl/curl.h>
 
+#include "modelstream.h"
+
 #include "cli.h"
 
 static const char wait_usage[] =
     "Usage: modelstream wait URL [--timeout S] [--interval S] [--quiet]\n"
+    "       modelstream wait --cache DIR NAME... [--timeout S] [--interval S] [--quiet]\n"
     "\n"
     "Polls URL until it answers 200, then exits 0. URL is a modelstream server\n"
     "(http://127.0.0.1:9090, to which /readyz is added) or a full URL. While it waits it\n"
     "prints the server's reason (\"model llama: downloading\") when it changes.\n"
     "\n"
+    "With --cache, waits until every model NAME is published in the node cache DIR (by\n"
+    "the node agent, `modelstream serve`); DIR may be mounted read-only. This is the init\n"
+    "container of a pod whose node agent fetches for it (Kubernetes without native\n"
+    "sidecars); it writes nothing, so none of the cache's memory is charged to the pod.\n"
+    "\n"
     "Options:\n"
+    "      --cache DIR    wait for models in the node cache DIR instead of a URL\n"
     "      --timeout S    give up after S seconds with exit 7 (default: wait for ever)\n"
     "      --interval S   seconds between polls (default 1)\n"
     "  -q, --quiet        print nothing\n"
@@ -82,16 +93,77 @@ static long poll_once(CURL *curl, const char *url, char *reason, size_t reason_s
 	return status;
 }
 
+/* Waits for models in the node cache; returns an exit code. */
+static int wait_for_cache(const char *dir, char **names, int count, double timeout, double interval,
+                          int quiet)
+{
+	double start = now_seconds(), last_said = start;
+	int done = 0, rc;
+	char ready[64] = {0};
+
+	if (count > (int)sizeof(ready))
+		return cli_usage_error("wait --cache: at most %zu models", sizeof(ready));
+	for (int i = 0; i < count; i++) {
+		char shown[512];
+
+		if (!quiet)
+			printf("wait: waiting for the node agent to publish model %s in %s\n",
+			       cli_escape(shown, sizeof(shown), names[i]), dir);
+	}
+	fflush(stdout);
+	for (;;) {
+		for (int i = 0; i < count; i++) {
+			ms_cache_hold *hold = NULL;
+
+			if (ready[i])
+				continue;
+			rc = ms_cache_hold_new(&hold, dir, names[i]);
+			if (rc == 0) {
+				ready[i] = 1;
+				done++;
+				if (!quiet)
+					printf("wait: model %s is ready at %s after %.1f s\n",
+					       names[i], ms_cache_hold_path(hold),
+					       now_seconds() - start);
+				fflush(stdout);
+				ms_cache_hold_free(hold);
+			} else if (rc != MS_ENOTFOUND && rc != MS_EBUSY) {
+				return cli_fail(rc);
+			}
+		}
+		if (done == count)
+			return EXIT_OK;
+		if (timeout > 0 && now_seconds() - start + interval > timeout) {
+			for (int i = 0; i < count; i++)
+				if (!ready[i])
+					fprintf(
+					    stderr,
+					    "modelstream: %s: model %s is not in the cache after "
+					    "%.0f s (is the node agent running? see its log)\n",
+					    dir, names[i], timeout);
+			return EXIT_UNAVAILABLE;
+		}
+		if (!quiet && now_seconds() - last_said >= 10) {
+			last_said = now_seconds();
+			for (int i = 0; i < count; i++)
+				if (!ready[i])
+					printf("wait: still waiting for model %s (%.0f s)\n",
+					       names[i], last_said - start);
+			fflush(stdout);
+		}
+		usleep((useconds_t)(interval * 1e6));
+	}
+}
+
 int cmd_wait(int argc, char **argv)
 {
 	static const struct option options[] = {
-	    {"timeout", required_argument, NULL, 't'},
-	    {"interval", required_argument, NULL, 'i'},
-	    {"quiet", no_argument, NULL, 'q'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"cache", required_argument, NULL, 'C'},    {"timeout", required_argument, NULL, 't'},
+	    {"interval", required_argument, NULL, 'i'}, {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
 	};
 	double timeout = 0, interval = 1, start;
+	const char *cache = NULL;
 	char url[2048], reason[BODY_MAX + 64], last[BODY_MAX + 64] = "";
 	int quiet = 0, c, rc = EXIT_UNAVAILABLE;
 	CURL *curl;
@@ -102,6 +174,9 @@ int cmd_wait(int argc, char **argv)
 		char *end = NULL;
 
 		switch (c) {
+		case 'C':
+			cache = optarg;
+			break;
 		case 't':
 			timeout = strtod(optarg, &end);
 			if (end == optarg || *end != '\0' || timeout <= 0)
@@ -124,6 +199,13 @@ int cmd_wait(int argc, char **argv)
 		default:
 			return cli_option_error("wait", optopt, argv[optind - 1]);
 		}
+	}
+	if (cache != NULL) {
+		if (optind >= argc)
+			return cli_usage_error("wait --cache DIR takes the NAMEs of the models to "
+			                       "wait for");
+		return wait_for_cache(cache, argv + optind, argc - optind, timeout, interval,
+		                      quiet);
 	}
 	if (argc - optind != 1)
 		return cli_usage_error("wait takes one URL (see 'modelstream wait --help')");

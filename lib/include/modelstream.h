@@ -62,6 +62,7 @@ typedef enum {
 	MS_ENOSPC = -12,       /**< no space left: a full disk, tmpfs or quota */
 	MS_EUNAVAILABLE =
 	    -13,           /**< the store could not be reached, or kept failing, after retries */
+	MS_EBUSY = -14,    /**< in use: a model that some process holds (ms_cache_hold_new()) */
 	MS_ITER_END = -31, /**< not an error: ms_streamer_next() has delivered every tensor */
 } ms_error_code;
 
@@ -648,6 +649,39 @@ MS_EXTERN int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, 
 
 /** Removes model `name` (its link and snapshot); its blobs go at the next collection. */
 MS_EXTERN int ms_cache_remove(ms_cache *c, const char *name);
+
+/**
+ * Evicts model `name` if nobody uses it: no ms_cache_hold_new() on it in any process, pod
+ * or container of the node, and none of its files open or mapped by a process this one can
+ * see. Its link and snapshot go at once, its files at the next ms_cache_collect().
+ * This is how a node agent retires a model that its configuration no longer lists.
+ * @return 0; MS_EBUSY (held: nothing changed); MS_ENOTFOUND; MS_EINVAL (a bad name).
+ */
+MS_EXTERN int ms_cache_evict(ms_cache *c, const char *name);
+
+/**
+ * A hold on a published model. A process that reads a model from a node cache written by
+ * another (a pod reading what the node agent fetched, through a read-only mount) holds it
+ * for as long as it uses it, so that ms_cache_evict() and budget eviction leave it alone.
+ * A hold is a shared flock(2) on the model's snapshot directory: it needs no write access,
+ * works across containers and PID namespaces, and ends however its holder ends.
+ */
+typedef struct ms_cache_hold ms_cache_hold;
+
+/**
+ * Holds model `name` of the cache in directory `dir` (which may be mounted read-only; no
+ * ms_cache_open() is needed). The hold is on the generation of the model published now.
+ * @return 0; MS_ENOTFOUND when no model `name` is published there (yet); MS_EINVAL (a bad
+ *         name); MS_EACCES; MS_ENOMEM. `*out` is NULL on failure.
+ * Thread rules: a hold belongs to the thread that made it until it is freed.
+ */
+MS_EXTERN int ms_cache_hold_new(ms_cache_hold **out, const char *dir, const char *name);
+
+/** The held model's directory (DIR/models/NAME). */
+MS_EXTERN const char *ms_cache_hold_path(const ms_cache_hold *hold);
+
+/** Releases the hold. Accepts NULL. */
+MS_EXTERN void ms_cache_hold_free(ms_cache_hold *hold);
 
 /** What ms_cache_collect() did. */
 typedef struct {
