@@ -19,7 +19,8 @@ static void teardown(void)
 
 TestSuite(cache_hold, .fini = teardown, .timeout = 60);
 
-static const char header[] = "{\"w\":{\"dtype\":\"F32\",\"shape\":[1024],\"data_offsets\":[0,4096]}}";
+static const char header[] =
+    "{\"w\":{\"dtype\":\"F32\",\"shape\":[1024],\"data_offsets\":[0,4096]}}";
 
 /* A cache in the test's directory with model `name` fetched from a local directory. */
 static ms_cache *cache_with(const char *name, uint64_t budget)
@@ -61,8 +62,7 @@ Test(cache_hold, a_held_model_is_not_evicted_and_a_released_one_is)
 	cr_assert_not_null(h);
 	cr_assert(strstr(ms_cache_hold_path(h), "/models/v1") != NULL);
 	cr_assert_eq(ms_cache_evict(c, "v1"), MS_EBUSY);
-	cr_assert(strstr(ms_error_last()->message, "held") != NULL, "%s",
-	          ms_error_last()->message);
+	cr_assert(strstr(ms_error_last()->message, "held") != NULL, "%s", ms_error_last()->message);
 	cr_assert(published("v1"), "a refused eviction changed nothing");
 	ms_cache_hold_free(h);
 	cr_assert_eq(ms_cache_evict(c, "v1"), 0, "%s", ms_error_last()->message);

@@ -86,8 +86,7 @@ static void unescape(char *s)
 }
 
 /* The top mount at `dir`: its file system type and super-block options ("" if none). */
-static void top_mount(const char *dir, char *type, size_t type_size, char *opts,
-                      size_t opts_size)
+static void top_mount(const char *dir, char *type, size_t type_size, char *opts, size_t opts_size)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	char line[8192];
@@ -137,8 +136,8 @@ static int prepare_tmpfs(const char *dir, const char *size_text, int have_owner,
 		/* Ours from an earlier start: keep the files, change only the size. */
 		snprintf(data, sizeof(data), "size=%s", size_text);
 		if (mount("tmpfs", dir, "tmpfs", MS_REMOUNT | flags, data) != 0) {
-			fprintf(stderr, "modelstream: %s: cannot resize its tmpfs to %s (%s)\n", dir,
-			        size_text, strerror(errno));
+			fprintf(stderr, "modelstream: %s: cannot resize its tmpfs to %s (%s)\n",
+			        dir, size_text, strerror(errno));
 			return EXIT_FAILURE_OTHER;
 		}
 		*mounted = 0;
@@ -154,8 +153,9 @@ static int prepare_tmpfs(const char *dir, const char *size_text, int have_owner,
 
 		fprintf(stderr, "modelstream: %s: cannot mount tmpfs with huge pages (%s)%s\n", dir,
 		        strerror(e),
-		        e == EPERM ? ": cache prepare needs CAP_SYS_ADMIN; in Kubernetes, run it in a "
-		                     "privileged init container"
+		        e == EPERM
+		            ? ": cache prepare needs CAP_SYS_ADMIN; in Kubernetes, run it in a "
+		              "privileged init container"
 		        : e == EINVAL ? ": is the size valid, and does the kernel have "
 		                        "CONFIG_TRANSPARENT_HUGEPAGE?"
 		                      : "");
@@ -197,9 +197,10 @@ int cmd_cache_prepare(int argc, char **argv)
 			char extra;
 
 			if (sscanf(optarg, "%u:%u%c", &owner_uid, &owner_gid, &extra) != 2)
-				return cli_usage_error("--owner must be UID:GID like 65532:65532, not "
-				                       "'%s'",
-				                       optarg);
+				return cli_usage_error(
+				    "--owner must be UID:GID like 65532:65532, not "
+				    "'%s'",
+				    optarg);
 			have_owner = 1;
 			break;
 		}
@@ -212,17 +213,19 @@ int cmd_cache_prepare(int argc, char **argv)
 		}
 	}
 	if (argc - optind != 1)
-		return cli_usage_error("cache prepare takes one DIR (see 'modelstream cache prepare "
-		                       "--help')");
+		return cli_usage_error(
+		    "cache prepare takes one DIR (see 'modelstream cache prepare "
+		    "--help')");
 	if (medium == NULL || (strcmp(medium, "tmpfs-huge") != 0 && strcmp(medium, "disk") != 0))
-		return cli_usage_error("cache prepare needs --medium tmpfs-huge or --medium disk%s%s",
-		                       medium != NULL && strcmp(medium, "hugetlbfs") == 0
-		                           ? " (hugetlbfs holds only files whose size is a multiple "
-		                             "of the huge page size, which safetensors readers "
-		                             "refuse; tmpfs-huge gives the same pages to files of any "
-		                             "size)"
-		                           : "",
-		                       "");
+		return cli_usage_error(
+		    "cache prepare needs --medium tmpfs-huge or --medium disk%s%s",
+		    medium != NULL && strcmp(medium, "hugetlbfs") == 0
+		        ? " (hugetlbfs holds only files whose size is a multiple "
+		          "of the huge page size, which safetensors readers "
+		          "refuse; tmpfs-huge gives the same pages to files of any "
+		          "size)"
+		        : "",
+		    "");
 	if (strcmp(medium, "tmpfs-huge") == 0 && size_text == NULL)
 		return cli_usage_error("--medium tmpfs-huge needs --size, like --size 200G");
 	if (mkdir(argv[optind], 0755) != 0 && errno != EEXIST) {
@@ -242,10 +245,11 @@ int cmd_cache_prepare(int argc, char **argv)
 		return EXIT_FAILURE_OTHER;
 	}
 	if ((unsigned long)fs.f_type == HUGETLBFS_MAGIC) {
-		fprintf(stderr,
-		        "modelstream: %s: is hugetlbfs, which safetensors readers cannot use (files "
-		        "there must be a multiple of the huge page size); use --medium tmpfs-huge\n",
-		        real);
+		fprintf(
+		    stderr,
+		    "modelstream: %s: is hugetlbfs, which safetensors readers cannot use (files "
+		    "there must be a multiple of the huge page size); use --medium tmpfs-huge\n",
+		    real);
 		return EXIT_USAGE;
 	}
 	if (have_owner && nftw(real, chown_one, 16, FTW_PHYS | FTW_MOUNT) != 0)
@@ -257,7 +261,8 @@ int cmd_cache_prepare(int argc, char **argv)
 		snprintf(shown, sizeof(shown), "disk (%s)",
 		         (unsigned long)fs.f_type == TMPFS_MAGIC ? "tmpfs" : "not tmpfs");
 	if (have_owner)
-		printf("cache prepare: %s: %s, owned by %u:%u\n", real, shown, owner_uid, owner_gid);
+		printf("cache prepare: %s: %s, owned by %u:%u\n", real, shown, owner_uid,
+		       owner_gid);
 	else
 		printf("cache prepare: %s: %s\n", real, shown);
 	return EXIT_OK;

@@ -77,7 +77,7 @@ static const char serve_usage[] =
 /* A model the configuration no longer lists, waiting to be evicted. */
 typedef struct {
 	char name[CLI_CONFIG_NAME_MAX + 32];
-	double since;  /* when it was found unlisted */
+	double since;   /* when it was found unlisted */
 	bool told_held; /* "held by a pod" was logged */
 } retiring;
 
@@ -224,11 +224,12 @@ static int serve_wait_for(fetch_args *a)
 			if (rc == 0) {
 				held++;
 				status_model_ready(st, a->wait_for[i]);
-				serve_log(a, "ready", a->wait_for[i],
-				          "model %s is ready at %s after %.1f s; held while this pod "
-				          "runs",
-				          a->wait_for[i], ms_cache_hold_path(holds[i]),
-				          now_seconds() - start);
+				serve_log(
+				    a, "ready", a->wait_for[i],
+				    "model %s is ready at %s after %.1f s; held while this pod "
+				    "runs",
+				    a->wait_for[i], ms_cache_hold_path(holds[i]),
+				    now_seconds() - start);
 			} else if (rc != MS_ENOTFOUND && rc != MS_EBUSY) {
 				rc = cli_fail(rc);
 				goto done;
@@ -241,8 +242,8 @@ static int serve_wait_for(fetch_args *a)
 			for (size_t i = 0; i < a->wait_for_count; i++)
 				if (holds[i] == NULL)
 					serve_log(a, "waiting", a->wait_for[i],
-					          "still waiting for model %s (%.0f s)", a->wait_for[i],
-					          last_said - start);
+					          "still waiting for model %s (%.0f s)",
+					          a->wait_for[i], last_said - start);
 		}
 		if (stop_requested(0.25)) {
 			rc = EXIT_OK;
@@ -372,10 +373,11 @@ static void agent_evict(agent *g)
 		rc = ms_cache_evict(g->cache, r->name);
 		if (rc == MS_EBUSY) {
 			if (!r->told_held)
-				serve_log(g->a, "held", r->name,
-				          "model %s is no longer configured but a pod holds it; kept "
-				          "until it is released",
-				          r->name);
+				serve_log(
+				    g->a, "held", r->name,
+				    "model %s is no longer configured but a pod holds it; kept "
+				    "until it is released",
+				    r->name);
 			r->told_held = true;
 			i++;
 			continue;
