@@ -46,7 +46,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -122,8 +122,9 @@ $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o 
 test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck
 	$(MAKE) --no-print-directory all install-check fuzz-regress
-	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests check-sanitizers \
+	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
+	  build*/chart-tests.log build*/image-tests.log build*/e2e.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
@@ -175,6 +176,12 @@ server-tests: $(B)/tests/server_driver $(CLI) $(MKMODEL)
 # ConfigMap updated the kubelet's way, serve --wait-for holds, wait --cache, cache prepare.
 agent-tests: $(CLI) $(MKMODEL)
 	tests/agent_tests.sh $(B) | tee $(B)/agent-tests.log
+
+# The fleet: three network-namespace nodes, each with the node agent and three pods as
+# containers of the real image under podman, their specs rendered from the Helm chart; a
+# moto origin behind a tc-shaped link, a real Prometheus (needs root; about 2 minutes).
+e2e: image $(CLI) $(MKMODEL)
+	python3 e2e/fleet.py --build $(B) | tee $(B)/e2e.log
 
 # Nodes sharing one tc-shaped link (network namespaces, needs root, about 55 s): the link is
 # filled and each node gets its fair share, for fixed and adaptive concurrency.
@@ -340,6 +347,10 @@ uninstall:
 
 clean:
 	rm -rf build build-*
+
+# The Helm chart's checks and the manifests rendered from it; the container image.
+include tests/k8s/Makefile.inc
+include tests/image.mk
 
 -include $(wildcard $(B)/*/*.d)
 .SECONDARY:
