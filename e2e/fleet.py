@@ -345,6 +345,11 @@ class Fleet:
             else:
                 check(got == size1, f"{node} ({medium}): the origin served the model's bytes "
                       f"exactly once for 3 pods ({got} bytes, model {size1})")
+        probes = {n: (a.probe("agent", "readinessProbe"), a.probe("agent", "livenessProbe"))
+                  for n, a in self.agents.items()}
+        check(all(r == 200 and l == 200 for r, l in probes.values()),
+              "every agent passes the readinessProbe (/readyz) and livenessProbe (/healthz) "
+              "the chart gives it", str(probes))
         self.check_memory_charge(v1)
         self.check_prometheus(size1)
 

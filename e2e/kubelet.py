@@ -283,6 +283,13 @@ class Pod:
             podman(*self._run_args(c, detach=True))
             self.started[c["name"]] = time.monotonic()
 
+    def probe(self, container: str, key: str) -> int:
+        """One round of a container's probe (readinessProbe, livenessProbe...) as its spec
+        says; the HTTP status."""
+        spec = next(c for c in self.spec["containers"] + self.spec.get("initContainers", [])
+                    if c["name"] == container)
+        return Probe(spec[key], spec, self.netns).once()
+
     def state(self, container: str) -> tuple[bool, int]:
         """(running, exit code) of a container."""
         r = podman("inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}",

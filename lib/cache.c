@@ -58,30 +58,32 @@ const char *ms_cache_medium_name(ms_cache_medium medium)
 	}
 }
 
-void ms__cache_key(char out[MS__CACHE_KEY_LEN + 1], const char *source, const char *etag,
-                   uint64_t size)
+int ms__cache_key(char out[MS__CACHE_KEY_LEN + 1], const char *source, const char *etag,
+                  uint64_t size)
 {
 	char hex[65], text[64];
 	size_t n = strlen(source), m = etag != NULL ? strlen(etag) : 0;
 	char *all = ms__malloc(n + m + sizeof(text) + 2);
+	int rc;
 
+	out[0] = '\0';
+	/* A key made of anything but the hash would name another file's blob: fail instead. */
+	if (all == NULL)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", source);
 	pathf(text, sizeof(text), "%llu", (unsigned long long)size);
-	if (all == NULL) {
-		/* Hash the parts one after another instead: the same key, without the copy. */
-		memset(out, '0', MS__CACHE_KEY_LEN);
-		out[MS__CACHE_KEY_LEN] = '\0';
-		return;
-	}
 	memcpy(all, source, n);
 	all[n] = '\n';
 	if (m > 0)
 		memcpy(all + n + 1, etag, m);
 	all[n + 1 + m] = '\n';
 	memcpy(all + n + m + 2, text, strlen(text));
-	ms__sha256_hex(hex, all, n + m + 2 + strlen(text));
+	rc = ms__sha256_hex(hex, all, n + m + 2 + strlen(text));
 	ms__free(all);
+	if (rc < 0)
+		return rc;
 	memcpy(out, hex, MS__CACHE_KEY_LEN);
 	out[MS__CACHE_KEY_LEN] = '\0';
+	return 0;
 }
 
 bool ms__cache_name_ok(const char *name)

@@ -42,9 +42,10 @@ struct ms_cache {
 	ms_cache_options opts;
 };
 
-/** Writes the key of (source, etag, size) as 40 hex characters and a NUL. */
-void ms__cache_key(char out[MS__CACHE_KEY_LEN + 1], const char *source, const char *etag,
-                   uint64_t size);
+/** Writes the key of (source, etag, size) as 40 hex characters and a NUL.
+ * @return 0; MS_ENOMEM (out is then "", never a key that could name another blob). */
+int ms__cache_key(char out[MS__CACHE_KEY_LEN + 1], const char *source, const char *etag,
+                  uint64_t size);
 
 /** True if `name` can be a model name: 1..128 of [A-Za-z0-9._-], not starting with '.'. */
 bool ms__cache_name_ok(const char *name);

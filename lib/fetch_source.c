@@ -54,8 +54,7 @@ static int add_file(source_list *l, size_t *cap, const char *path, const char *l
 	if (f->path == NULL || f->location == NULL || f->etag == NULL ||
 	    (s3_key != NULL && f->s3_key == NULL))
 		return ms__error_set(MS_ENOMEM, "%s: out of memory", location);
-	ms__cache_key(f->key, location, f->etag, size);
-	return 0;
+	return ms__cache_key(f->key, location, f->etag, size);
 }
 
 typedef struct {

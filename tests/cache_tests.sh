@@ -352,7 +352,7 @@ start=$(date +%s.%N)
 pids=()
 for i in 1 2 3 4 5 6; do
   timeout 120 "$cli" fetch s3://models/t$i/ --cache "$tmp/throttled" --chunk-size 1M --concurrency 16 \
-    --log-format json >"$tmp/t$i.json" 2>"$tmp/t$i.err" &
+    --log-format json --progress-every 0.5 >"$tmp/t$i.json" 2>"$tmp/t$i.err" &
   pids+=($!)
 done
 ok=0
@@ -367,6 +367,18 @@ ideal=$(python3 -c "print(round($chunks / 15, 1))")
 echo "# throttling origin (15 GETs/s): 6 fetchers, $chunks ranged GETs needed, $gets sent, $refused refused with 503 SlowDown; $elapsed s against an ideal of $ideal s"
 [ "$ok" -eq 6 ] && pass "six fetchers against a throttling origin all complete, nobody hangs ($elapsed s, ideal $ideal s)" ||
   fail "six fetchers against a throttling origin all complete" "$ok of 6: $(cat "$tmp"/t*.err | head -3)"
+# The log tells reads in flight from the window that allows them (they were one field,
+# "reads_in_flight", holding the window).
+python3 - "$tmp"/t*.json <<'PY' && pass "progress lines carry reads in flight and the window apart" ||
+import json, sys
+events = [json.loads(line) for f in sys.argv[1:] for line in open(f)]
+progress = [e for e in events if e["event"] == "progress"]
+assert progress, "no progress event"
+assert all("window" in e and "reads_in_flight" in e for e in progress)
+assert all(1 <= e["window"] <= 16 and 0 <= e["reads_in_flight"] <= 16 for e in progress)
+assert any(e["reads_in_flight"] != e["window"] for e in progress)
+PY
+  fail "progress lines carry reads in flight and the window apart" "$(grep -h '"progress"' "$tmp"/t*.json | head -2)"
 python3 - "$tmp" <<'PY' && pass "they backed off: windows were halved on SlowDown" || fail "they backed off on SlowDown"
 import glob, json, sys
 cut = 0

@@ -352,6 +352,16 @@ else
   fail "stream --checksum matches sha256sum of the bytes in the file" "$mismatches differ"
 fi
 
+# Checksums on stdout and the summary on stderr sharing one pipe: the summary comes last,
+# never in the middle of the checksums (stdout is flushed before it).
+"$cli" stream --checksum "$small" 2>&1 | cat >"$tmp/shared"
+if tail -n 1 "$tmp/shared" | grep -q '^streamed ' && [ "$(grep -c '^streamed ' "$tmp/shared")" -eq 1 ] &&
+  [ "$(head -n -1 "$tmp/shared" | grep -vc '^[0-9a-f]\{64\}  ')" -eq 0 ]; then
+  pass "stream --checksum 2>&1: the summary comes after every checksum"
+else
+  fail "stream --checksum 2>&1: the summary comes after every checksum" "$(grep -n '^streamed ' "$tmp/shared") of $(wc -l <"$tmp/shared") lines"
+fi
+
 # The same bytes whatever the settings.
 same=yes
 for flags in "--memory-limit 0 --concurrency 1" "--memory-limit 3M --chunk-size 64K" \

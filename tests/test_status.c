@@ -646,3 +646,34 @@ Test(status, every_failed_allocation_is_handled)
 		cr_assert_lt(n, 10000);
 	}
 }
+
+/* A rate that decayed while no bytes arrived gave ETAs such as 728998102652471573964033884160
+ * seconds; past a week, or with no rate, the ETA is unknown (null, and no sample). */
+Test(status, an_eta_from_a_rate_that_says_nothing_is_unknown)
+{
+	status *s = status_new(0, NULL, NULL);
+	status_progress slow = {
+	    .state = STATUS_DOWNLOADING, .bytes_done = 1, .bytes_total = 16u << 20, .rate = 1e-20};
+	status_progress week = {
+	    .state = STATUS_DOWNLOADING, .bytes_done = 0, .bytes_total = 1000000000, .rate = 1000};
+	status_progress fine = {
+	    .state = STATUS_DOWNLOADING, .bytes_done = 0, .bytes_total = 1000, .rate = 100};
+
+	cr_assert_eq(status_add_model(s, "slow", "s3://b/slow/", "/c/slow"), 0);
+	cr_assert_eq(status_add_model(s, "week", "s3://b/week/", "/c/week"), 0);
+	cr_assert_eq(status_add_model(s, "fine", "s3://b/fine/", "/c/fine"), 0);
+	status_model_progress(s, "slow", &slow);
+	status_model_progress(s, "week", &week);
+	status_model_progress(s, "fine", &fine);
+	cJSON *doc = progress_json(s);
+	cr_assert(is_null(model_json(doc, 0), "eta_seconds"));
+	cr_assert(is_null(model_json(doc, 1), "eta_seconds"), "1e6 s is past a week");
+	cr_assert_float_eq(number(model_json(doc, 2), "eta_seconds"), 10, 1e-9);
+	char *metrics = status_render_metrics(s);
+	cr_assert_null(strstr(metrics, "modelstream_model_eta_seconds{model=\"slow\"}"));
+	cr_assert_null(strstr(metrics, "modelstream_model_eta_seconds{model=\"week\"}"));
+	cr_assert_not_null(strstr(metrics, "modelstream_model_eta_seconds{model=\"fine\"} 10"));
+	free(metrics);
+	cJSON_Delete(doc);
+	status_free(s);
+}

@@ -216,11 +216,11 @@ static void json_line(const reporter *r, const ms_fetch_progress *p, const char 
 	printf(",\"state\":\"%s\",\"bytes_done\":%llu,\"bytes_total\":%llu,"
 	       "\"bytes_fetched\":%llu,\"files_done\":%zu,\"files_total\":%zu,\"retries\":%u,"
 	       "\"seconds\":%.3f,\"rate_bytes_per_second\":%.0f,\"throttled\":%u,"
-	       "\"reads_in_flight\":%u,\"slot_waits\":%llu",
+	       "\"reads_in_flight\":%u,\"window\":%u,\"slot_waits\":%llu",
 	       state_name(p->state), (unsigned long long)p->bytes_done,
 	       (unsigned long long)p->bytes_total, (unsigned long long)p->bytes_fetched,
 	       p->files_done, p->files_total, p->retries, p->seconds, r->rate, p->throttled,
-	       p->window, (unsigned long long)p->slot_waits);
+	       p->reads_in_flight, p->window, (unsigned long long)p->slot_waits);
 	if (p->state == MS_FETCH_FILE_DONE)
 		printf(",\"from_cache\":%s", p->from_cache ? "true" : "false");
 	if (p->state == MS_FETCH_WAITING)
@@ -233,11 +233,15 @@ static void eta_text(char *out, size_t size, const reporter *r, const ms_fetch_p
 {
 	double left;
 
-	if (r->rate <= 0 || p->bytes_done >= p->bytes_total) {
+	if (p->bytes_done >= p->bytes_total) {
 		snprintf(out, size, "-");
 		return;
 	}
-	left = (double)(p->bytes_total - p->bytes_done) / r->rate;
+	left = r->rate >= 1 ? (double)(p->bytes_total - p->bytes_done) / r->rate : -1;
+	if (left < 0 || left > STATUS_ETA_MAX) { /* no rate yet, or one that says nothing */
+		snprintf(out, size, "unknown");
+		return;
+	}
 	if (left < 60)
 		snprintf(out, size, "%.0fs", left);
 	else if (left < 3600)
@@ -271,10 +275,11 @@ static void progress_line(reporter *r, const ms_fetch_progress *p)
 		       p->model, p->waiting_pid, name, done, total, pct);
 	else
 		printf("fetch %s: %s %s of %s (%.0f%%) at %.2f GB/s, ETA %s, file %zu of %zu %s, "
-		       "%u reads in flight, %u retries, %u throttled\n",
+		       "%u reads in flight (window %u), %u retries, %u throttled\n",
 		       p->model, state_name(p->state), done, total, pct, r->rate / 1e9, eta,
 		       p->files_done + 1 > p->files_total ? p->files_total : p->files_done + 1,
-		       p->files_total, name, p->window, p->retries, p->throttled);
+		       p->files_total, name, p->reads_in_flight, p->window, p->retries,
+		       p->throttled);
 	fflush(stdout);
 }
 

@@ -636,16 +636,21 @@ bool status_ready(status *s)
 	return ready;
 }
 
-/* Seconds left at `rate`, or a negative number when it cannot be estimated. */
+/* Seconds left at `rate`, or a negative number when it cannot be estimated: no rate yet,
+ * or a rate so low (one decayed while no bytes arrived) that the figure would say nothing;
+ * STATUS_ETA_MAX bounds what is shown. */
 static double eta_seconds(const status_progress *p)
 {
+	double left;
+
 	if (p->state == STATUS_READY)
 		return 0;
-	if (p->bytes_total == STATUS_UNKNOWN || p->rate <= 0 || !isfinite(p->rate))
+	if (p->bytes_total == STATUS_UNKNOWN || p->rate < 1 || !isfinite(p->rate))
 		return -1;
 	if (p->bytes_done >= p->bytes_total)
 		return 0;
-	return (double)(p->bytes_total - p->bytes_done) / p->rate;
+	left = (double)(p->bytes_total - p->bytes_done) / p->rate;
+	return left <= STATUS_ETA_MAX ? left : -1;
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ typedef enum {
 /** "queued", "resolving", ...; "unknown" for a value out of range. */
 const char *status_state_name(status_state state);
 
+/** The longest ETA shown (a week, in seconds); past it, or with no rate, it is unknown. */
+#define STATUS_ETA_MAX (7.0 * 24 * 3600)
+
 /** Process-wide counters for status_counter_add(). */
 typedef enum {
 	STATUS_COUNTER_BYTES_FETCHED = 0, /* bytes not reported through a model's progress */

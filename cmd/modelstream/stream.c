@@ -363,6 +363,8 @@ int cmd_stream(int argc, char **argv)
 		a.opts.concurrency = 16;
 	if (a.opts.chunk_size == 0)
 		a.opts.chunk_size = 8u << 20;
+	/* The checksums (stdout) come before the summary (stderr) when both share a pipe. */
+	fflush(stdout);
 	if (!a.quiet)
 		print_summary(&st, &a.opts, ms_streamer_file_count(watch.streamer),
 		              page_faults() - faults, a.json);
