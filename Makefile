@@ -31,13 +31,15 @@ LDFLAGS   += $(SANFLAGS) -pthread
 LIB_LIBS  := -lcurl -lcjson -lexpat -lcrypto -lm
 CMD_LIBS  := -lyaml -lwebsockets
 
-LIB_SRC   := $(wildcard lib/*.c)
+# The core in lib/, back ends and the node cache in folders of their own (lib/s3/, lib/cache/).
+LIB_SRC   := $(wildcard lib/*.c lib/*/*.c)
+LIB_HDR   := $(wildcard lib/*.h lib/*/*.h lib/include/*.h)
 LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
 CMD_SRC   := $(wildcard cmd/modelstream/*.c)
 CMD_OBJ   := $(CMD_SRC:%.c=$(B)/%.o)
 SUP_SRC   := tests/support/stgen.c
 SUP_OBJ   := $(SUP_SRC:%.c=$(B)/%.o)
-TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_SRC  := $(wildcard tests/test_*.c tests/s3/test_*.c tests/cache/test_*.c)
 TEST_BIN  := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 
 SONAME    := libmodelstream.so.$(SOMAJOR)
@@ -57,7 +59,7 @@ cli: $(CLI)
 # V=1 shows the full commands.
 Q := $(if $(V),,@)
 
-$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h lib/include/*.h)
+$(B)/lib/%.o: lib/%.c $(LIB_HDR)
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) -DMS_BUILDING_LIBRARY -fvisibility=hidden $(CFLAGS) -c $< -o $@
@@ -67,7 +69,7 @@ $(B)/cmd/%.o: cmd/%.c $(wildcard cmd/modelstream/*.h lib/include/*.h)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(B)/tests/%.o: tests/%.c $(wildcard tests/support/*.h lib/*.h lib/include/*.h)
+$(B)/tests/%.o: tests/%.c $(wildcard tests/support/*.h) $(LIB_HDR)
 	@mkdir -p $(@D)
 	@$(if $(V),,echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -c $< -o $@
@@ -113,6 +115,13 @@ $(B)/modelstream.pc: modelstream.pc.in
 
 # Unit tests see the library's internals through the static archive.
 $(B)/tests/test_%: $(B)/tests/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
+
+# The tests of lib/s3/ and lib/cache/ sit in folders of the same names.
+$(B)/tests/s3/test_%: $(B)/tests/s3/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
+
+$(B)/tests/cache/test_%: $(B)/tests/cache/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o $(STATIC)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
 
 # ---------------------------------------------------------------------------------------
@@ -271,7 +280,7 @@ FUZZ_TARGETS := header s3_xml aws_config creds_json config
 # The header parser's corpus predates the others' naming.
 fuzz_corpus   = $(if $(filter header,$(1)),tests/fuzz/corpus,tests/fuzz/corpus_$(1))
 
-$(B)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard lib/*.h)
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(LIB_HDR)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) -g -O1 -std=c11 $(CPPFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	  -o $@ $< $(LIB_SRC) $(LIB_LIBS) -pthread

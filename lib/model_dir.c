@@ -11,9 +11,9 @@
 #include "alloc.h"
 #include "error.h"
 #include "model_dir.h"
-#include "s3_list.h"
-#include "s3_url.h"
-#include "source_s3.h"
+#include "s3/s3_list.h"
+#include "s3/s3_url.h"
+#include "s3/source_s3.h"
 
 #define SUFFIX ".safetensors"
 /** The most weight files one directory may hold. */

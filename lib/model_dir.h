@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "modelstream.h"
-#include "s3_client.h"
+#include "s3/s3_client.h"
 #include "source.h"
 
 typedef struct {

@@ -13,11 +13,11 @@
 
 #include "alloc.h"
 #include "error.h"
-#include "s3_client.h"
-#include "s3_list.h"
-#include "s3_push.h"
-#include "s3_url.h"
-#include "source_s3.h"
+#include "s3/s3_client.h"
+#include "s3/s3_list.h"
+#include "s3/s3_push.h"
+#include "s3/s3_url.h"
+#include "s3/source_s3.h"
 
 int ms_list(const char *prefix_url, int flags, ms_list_fn fn, void *payload)
 {

@@ -20,7 +20,7 @@
 #include "source.h"
 #include "model_dir.h"
 #include "source_custom.h"
-#include "source_s3.h"
+#include "s3/source_s3.h"
 
 #define DEFAULT_CONCURRENCY 16
 #define MAX_CONCURRENCY     256

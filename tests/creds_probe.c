@@ -15,9 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "s3_config.h"
-#include "s3_creds.h"
-#include "s3_sigv4.h"
+#include "s3/s3_config.h"
+#include "s3/s3_creds.h"
+#include "s3/s3_sigv4.h"
 
 static int fail(void)
 {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end tests of the AWS credential chain (lib/s3_creds.c) through tests/creds_probe,
+# End-to-end tests of the AWS credential chain (lib/s3/s3_creds.c) through tests/creds_probe,
 # against real servers on 127.0.0.1 that this script starts and stops: moto_server as STS
 # (one open, one with IAM auth on, so that it refuses unknown keys) and
 # tests/support/creds_server.py for container credentials, IMDSv2 and a token-recording STS.

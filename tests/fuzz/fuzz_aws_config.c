@@ -39,8 +39,8 @@
 
 #include "alloc.h"
 #include "error.h"
-#include "s3_config.h"
-#include "s3_url.h"
+#include "s3/s3_config.h"
+#include "s3/s3_url.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -40,8 +40,8 @@
 
 #include "alloc.h"
 #include "error.h"
-#include "s3_creds_fetch.h"
-#include "s3_xml.h"
+#include "s3/s3_creds_fetch.h"
+#include "s3/s3_xml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_s3_xml.c - a libFuzzer target for the S3 and STS XML readers (lib/s3_xml.c).
+ * fuzz_s3_xml.c - a libFuzzer target for the S3 and STS XML readers (lib/s3/s3_xml.c).
  *
  * The first byte of an input picks what reads the rest (its value modulo 6):
  *  0 ms__s3_list_parse, 1 ms__s3_error_parse, 2 ms__s3_initiate_parse,
@@ -31,7 +31,7 @@
 
 #include "alloc.h"
 #include "error.h"
-#include "s3_xml.h"
+#include "s3/s3_xml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -14,10 +14,10 @@
 #include "cache.h"
 #include "error.h"
 #include "fetch_source.h"
-#include "s3_list.h"
-#include "s3_url.h"
+#include "s3/s3_list.h"
+#include "s3/s3_url.h"
 #include "source_custom.h"
-#include "source_s3.h"
+#include "s3/source_s3.h"
 
 /** The most files one source may hold. */
 #define FILES_MAX 100000

@@ -23,9 +23,9 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "s3_config.h"
-#include "s3_creds.h"
-#include "s3_creds_fetch.h"
+#include "s3/s3_config.h"
+#include "s3/s3_creds.h"
+#include "s3/s3_creds_fetch.h"
 #include "support/testutil.h"
 
 #define SECRET    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

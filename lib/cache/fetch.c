@@ -50,13 +50,13 @@
 #include "fetch_source.h"
 #include "error.h"
 #include "model_dir.h"
-#include "s3_client.h"
-#include "s3_list.h"
-#include "s3_url.h"
+#include "s3/s3_client.h"
+#include "s3/s3_list.h"
+#include "s3/s3_url.h"
 #include "safetensors.h"
 #include "source.h"
 #include "source_custom.h"
-#include "source_s3.h"
+#include "s3/source_s3.h"
 
 #define STATE_MAGIC "MSPART01"
 #define TICK_MS     250

@@ -1,5 +1,5 @@
 /*
- * test_cache_hold.c - holds on published models (lib/cache_hold.c) and ms_cache_evict():
+ * test_cache_hold.c - holds on published models (lib/cache/cache_hold.c) and ms_cache_evict():
  * a held model is never evicted, by name or for the budget; a released one is; a hold
  * needs no write access and follows the generation it was taken on.
  */

@@ -1,12 +1,12 @@
 /*
  * test_cache.c - the node cache's internals that the shell suites cannot reach: the blob
- * key (lib/cache.c) and what it does when memory runs out.
+ * key (lib/cache/cache.c) and what it does when memory runs out.
  */
 #include <criterion/criterion.h>
 #include <string.h>
 
 #include "alloc.h"
-#include "cache.h"
+#include "cache/cache.h"
 #include "modelstream.h"
 
 TestSuite(cache, .timeout = 30);

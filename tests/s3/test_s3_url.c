@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "s3_url.h"
+#include "s3/s3_url.h"
 #include "support/testutil.h"
 
 TestSuite(s3_url, .timeout = 30);

@@ -23,7 +23,7 @@
 #include "alloc.h"
 #include "cache.h"
 #include "error.h"
-#include "s3_sigv4.h"
+#include "s3/s3_sigv4.h"
 
 #define HUGETLBFS_MAGIC 0x958458f6
 #define TMPFS_MAGIC     0x01021994

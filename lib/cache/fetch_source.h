@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "cache.h"
-#include "s3_client.h"
+#include "s3/s3_client.h"
 #include "source.h"
 
 /* One file of the source. */

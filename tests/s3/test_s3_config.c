@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "s3_config.h"
+#include "s3/s3_config.h"
 #include "support/testutil.h"
 
 TestSuite(s3_config, .fini = tu_tmpdir_remove, .timeout = 60);

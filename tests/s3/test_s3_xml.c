@@ -13,7 +13,7 @@
 
 #include "alloc.h"
 #include "modelstream.h"
-#include "s3_xml.h"
+#include "s3/s3_xml.h"
 #include "support/testutil.h"
 
 #define WHAT "s3://bucket/models/"

@@ -14,7 +14,7 @@
 
 #include "alloc.h"
 #include "error.h"
-#include "s3_sigv4.h"
+#include "s3/s3_sigv4.h"
 
 TestSuite(s3_sigv4, .timeout = 30);
 
