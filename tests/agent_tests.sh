@@ -16,8 +16,7 @@ build=$1
 cli=$(cd "$build" && pwd)/modelstream
 mkmodel=$(cd "$build" && pwd)/mkmodel
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-agent-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 pids=()
 mounts=()
 
@@ -27,15 +26,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
-# until TIMEOUT_S COMMAND...: true once COMMAND succeeds, polling every 0.1 s.
-until_ok() {
-  local deadline=$((SECONDS + $1)); shift
-  while ! "$@" >/dev/null 2>&1; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.1; done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/readyz"; }
 is_ready() { [ "$(readyz "$1")" = 200 ]; }
 
@@ -230,5 +220,4 @@ else
       fail "cache prepare without CAP_SYS_ADMIN: exit 5 and what to do" "rc=$rc $(cat "$tmp/err")"
   fi
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -10,8 +10,7 @@ build=$1
 cli=$(cd "$build" && pwd)/modelstream
 mkmodel=$(cd "$build" && pwd)/mkmodel
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-cache-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 server=
 mounts=()
 hugepages_before=
@@ -25,9 +24,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
 
 # The model: two shards of numpy-readable dtypes, a config and a tokenizer, in a bucket.
 src=$tmp/root/models/llama
@@ -403,5 +399,4 @@ PY
 if grep -qF -e "cache-test-secret-never-printed" "$tmp"/*.out "$tmp/out" "$tmp/err"; then fail "no secret in any output"
 else pass "no secret in any output"; fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -23,13 +23,11 @@ cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 todo=0
 out=$tmp/stdout
 err=$tmp/stderr
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
 fail() {
   echo "not ok - $1${2:+: $2}"
   failed=$((failed + 1))

@@ -11,8 +11,7 @@ build=$1
 probe_bin=$(cd "$(dirname "$build/tests/creds_probe")" && pwd)/creds_probe
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-creds-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 pids=()
 
 cleanup() {
@@ -21,8 +20,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
 check() { # check NAME CONDITION-EXIT-STATUS [DETAIL]
   if [ "$2" -eq 0 ]; then pass "$1"; else fail "$1" "${3:-}"; fi
 }
@@ -359,5 +356,4 @@ leaks=$(grep -F -e "$ENV_SECRET" -e "$PROFILE_SECRET" -e "$SERVER_SECRET" -e "$S
 [ -z "$leaks" ] && [ -s "$tmp/all-output" ]
 check "no secret, session token or bearer token appears in any output" $? "$leaks"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -19,8 +19,7 @@ img=scripts/image.sh
 version=$(sed -n 's/^VERSION *:= *//p' Makefile | head -n 1)
 image=localhost/modelstream:$version
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-image-tests.XXXXXX")
-passed=0
-failed=0
+. "$here/tests/lib.sh"
 server=
 start=$SECONDS
 secret=image-test-secret-never-printed-$$
@@ -31,9 +30,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
 finish() {
   echo "image tests took $((SECONDS - start)) s"
   echo "$passed passed, $failed failed" | tee "$build/image-tests.log"

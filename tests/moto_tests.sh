@@ -12,8 +12,7 @@ build=$1
 cli=$(cd "$build" && pwd)/modelstream
 mkmodel=$(cd "$build" && pwd)/mkmodel
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-moto-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 server=
 creds_server=
 
@@ -24,9 +23,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 INITIAL_NO_AUTH_ACTION_COUNT=3 python3 tests/support/moto_server.py -H 127.0.0.1 -p "$port" >"$tmp/moto.log" 2>&1 &

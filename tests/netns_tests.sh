@@ -59,12 +59,7 @@ model_mib=${NETNS_MODEL_MIB:-100}
 nnodes=${NETNS_NODES:-3}
 latency_ms=${NETNS_LATENCY_MS:-20}
 cc=${NETNS_CC:-reno}
-passed=0
-failed=0
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+. "$(dirname "$0")/lib.sh"
 skip_all() {
   skip "baseline: nodes with 4 fixed reads each share a shaped link fairly" "$1"
   skip "nodes on a shared shaped link get fair shares and fill it" "$1"

@@ -7,8 +7,7 @@ set -u
 build=$1
 cli=$build/modelstream
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-s3-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 server=
 
 creds_server=
@@ -19,8 +18,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
 
 mkdir -p "$tmp/root/models"
 model=$tmp/root/models/m.safetensors
@@ -218,5 +215,4 @@ if grep -qE "do-not-print-this-secret|profile-secret-never-printed" "$tmp/reques
   fail "the secret never crossed the wire"
 else pass "the secret never crossed the wire"; fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -16,8 +16,7 @@ build=$1
 driver=${SERVER_DRIVER:-$build/tests/server_driver}
 driver=$(cd "$(dirname "$driver")" && pwd)/$(basename "$driver")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ms-server-tests.XXXXXX")
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
 pids=()
 
 cleanup() {
@@ -27,9 +26,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pass() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "not ok - $1${2:+: $2}"; failed=$((failed + 1)); }
-skip() { echo "ok - $1 # SKIP $2"; }
 check() { # check NAME COMMAND...: passes when the command succeeds
   local name=$1; shift
   if "$@"; then pass "$name"; else fail "$name"; fi
@@ -572,7 +568,6 @@ listen_port() { # the port a modelstream process printed in its log
 }
 
 # Prometheus first, on the port serve will take, so that it scrapes from the first second.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 serve_port=$(free_port)
 if command -v prometheus >/dev/null; then
   prom2_port=$(free_port)
@@ -673,5 +668,4 @@ else
   pass "no response or log shows AWS_SECRET_ACCESS_KEY or AWS_SESSION_TOKEN ($n_response responses, websocket frames and logs checked)"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
