@@ -125,7 +125,9 @@ static int take_read_locked(ms__engine *e, size_t *extent_index, size_t *read_in
 			e->dispatch_extent++;
 			continue;
 		}
-		if (!st->reserved) {
+		if (!st->reserved && e->opts.mapped != NULL) {
+			st->reserved = 1; /* the bytes stay where they are, in the file's mapping */
+		} else if (!st->reserved) {
 			if (ms__arena_reserve(&e->arena, &st->arena_offset, (size_t)span_of(x),
 			                      (size_t)e->opts.alignment) != 0) {
 				/* Let a waiting consumer check whether it holds the space. */
@@ -161,9 +163,13 @@ static void *worker_main(void *arg)
 
 		ms__plan_read_range(x, e->opts.chunk_size, ri, &offset, &length);
 		pthread_mutex_unlock(&e->lock);
-		rc = ms__source_read(src,
-		                     e->arena.base + st->arena_offset + (offset - x->read_start),
-		                     offset, (size_t)length);
+		if (e->opts.mapped != NULL)
+			rc = ms__mapping_populate(&e->opts.mapped[x->file_index], offset, length,
+			                          src->location);
+		else
+			rc = ms__source_read(
+			    src, e->arena.base + st->arena_offset + (offset - x->read_start),
+			    offset, (size_t)length);
 		atomic_fetch_add_explicit(&e->read_requests, 1, memory_order_relaxed);
 		pthread_mutex_lock(&e->lock);
 		if (rc < 0) {
@@ -226,7 +232,8 @@ int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sou
 		e->extents[i].complete = plan->extents[i].read_count == 0;
 	}
 	arena_size = (size_t)(opts->ring ? opts->ring_size : plan->spans_total);
-	if ((rc = ms__arena_map(&e->arena, arena_size, opts->arena_pages)) < 0)
+	if (opts->mapped == NULL &&
+	    (rc = ms__arena_map(&e->arena, arena_size, opts->arena_pages)) < 0)
 		goto done;
 	atomic_store_explicit(&e->start_ns, now_ns(), memory_order_relaxed);
 	e->started = 1;
@@ -295,9 +302,14 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 
 		*out_index = index;
 		/* An extent of empty tensors has no block; any valid pointer will do. */
-		*out_data = x->read_count == 0 ? e->arena.base
-		                               : e->arena.base + st->arena_offset +
-		                                     (t->file_offset - x->read_start);
+		if (e->opts.mapped != NULL)
+			*out_data = e->opts.mapped[x->file_index].base != NULL
+			                ? e->opts.mapped[x->file_index].base + t->file_offset
+			                : (const void *)e;
+		else
+			*out_data = x->read_count == 0 ? e->arena.base
+			                               : e->arena.base + st->arena_offset +
+			                                     (t->file_offset - x->read_start);
 		e->tensor_states[index] = TENSOR_DELIVERED;
 		e->next_tensor++;
 		atomic_fetch_add_explicit(&e->bytes_delivered, t->size, memory_order_relaxed);

@@ -12,6 +12,7 @@
 
 #include "modelstream.h"
 #include "plan.h"
+#include "sink_mapped.h"
 #include "source.h"
 
 typedef struct ms__engine ms__engine;
@@ -23,6 +24,10 @@ typedef struct {
 	int ring;             /* 0: one block for everything; 1: a ring of ring_size bytes */
 	uint64_t ring_size;
 	int arena_pages; /* an ms_arena_pages value */
+	/* Mapped delivery when not NULL: one mapping per file (indexed like `sources`).
+	 * No arena then; each read populates its range of the mapping, and a tensor's data
+	 * points into it (see sink_mapped.h). */
+	const ms__mapping *mapped;
 } ms__engine_options;
 
 /** Creates an idle engine; only cancel and free are valid until start. */

@@ -8,10 +8,12 @@
 #ifndef MS_SOURCE_H
 #define MS_SOURCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "modelstream.h"
+#include "sink_mapped.h"
 
 typedef struct ms__source ms__source;
 
@@ -25,6 +27,13 @@ typedef struct {
 	int (*read_range)(ms__source *src, void *dst, uint64_t offset, size_t length);
 	/** Releases the source. */
 	void (*close)(ms__source *src);
+	/**
+	 * Optional, NULL where the bytes are not a local file: maps the whole object
+	 * read-only for zero-copy delivery (see sink_mapped.h). Returns 0 or an MS_E* code.
+	 */
+	int (*map)(ms__source *src, ms__mapping *out);
+	/** Optional with map: true if the bytes are in memory already (tmpfs, page cache). */
+	bool (*in_memory)(ms__source *src);
 } ms__source_ops;
 
 struct ms__source {

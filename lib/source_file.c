@@ -98,9 +98,23 @@ static void file_close(ms__source *src)
 	ms__free(f);
 }
 
+static int file_map(ms__source *src, ms__mapping *out)
+{
+	file_source *f = (file_source *)src;
+
+	return ms__mapping_open(out, f->fd, src->size, f->path);
+}
+
+static bool file_in_memory(ms__source *src)
+{
+	return ms__mapping_worthwhile(((file_source *)src)->fd, src->size);
+}
+
 static const ms__source_ops file_ops = {
     .read_range = file_read_range,
     .close = file_close,
+    .map = file_map,
+    .in_memory = file_in_memory,
 };
 
 int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct_io)

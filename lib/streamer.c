@@ -10,6 +10,7 @@
 #include <fnmatch.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -40,8 +41,10 @@ typedef struct {
 
 struct ms_streamer {
 	ms_streamer_options opts;
-	char **select;   /* copies of opts.select */
-	bool chunk_auto; /* the caller set no chunk size: the sources may choose */
+	ms_deliver delivery;   /* COPY or MAPPED once started; AUTO before */
+	ms__mapping *mappings; /* MAPPED: one per file */
+	char **select;         /* copies of opts.select */
+	bool chunk_auto;       /* the caller set no chunk size: the sources may choose */
 
 	file_entry *files;
 	ms__source **sources; /* files[i].source, as the engine wants them */
@@ -152,6 +155,8 @@ static int check_options(const ms_streamer_options *o)
 	if ((unsigned)o->arena_pages > MS_ARENA_PAGES_RESERVED)
 		return ms__error_set(MS_EINVAL, "arena pages mode %d is invalid",
 		                     (int)o->arena_pages);
+	if (o->version >= 2 && (unsigned)o->deliver > MS_DELIVER_AUTO)
+		return ms__error_set(MS_EINVAL, "delivery mode %d is invalid", (int)o->deliver);
 	if (o->select_count > 0 && o->select == NULL)
 		return ms__error_set(MS_EINVAL, "select_count is %zu but select is NULL",
 		                     o->select_count);
@@ -179,7 +184,11 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 		rc = ms__error_set(MS_ENOMEM, "out of memory creating a streamer");
 		goto done;
 	}
-	s->opts = *opts;
+	/* A caller built against an older header passed a shorter struct: copy only the
+	 * fields its version has, and give the others their defaults. */
+	s->opts = defaults;
+	memcpy(&s->opts, opts,
+	       opts->version >= 2 ? sizeof(*opts) : offsetof(ms_streamer_options, deliver));
 	s->opts.version = MS_STREAMER_OPTIONS_VERSION;
 	s->opts.select = NULL;
 	if (s->opts.concurrency == 0)
@@ -462,6 +471,42 @@ static void choose_chunk_size(ms_streamer *s)
 			s->opts.chunk_size = s->sources[i]->preferred_chunk;
 }
 
+/* Decides how tensors are delivered, and maps the files for MS_DELIVER_MAPPED. */
+static int choose_delivery(ms_streamer *s)
+{
+	ms_deliver want = s->opts.deliver;
+	int rc;
+
+	s->delivery = MS_DELIVER_COPY;
+	if (want == MS_DELIVER_COPY)
+		return 0;
+	for (size_t i = 0; i < s->file_count; i++) {
+		const ms__source *src = s->files[i].source;
+
+		if (src->ops->map == NULL) {
+			if (want == MS_DELIVER_AUTO)
+				return 0;
+			return ms__error_set(MS_EUNSUPPORTED,
+			                     "%s: mapped delivery needs a local file (use copy "
+			                     "delivery, or auto, for object storage)",
+			                     src->location);
+		}
+		if (want == MS_DELIVER_AUTO && !src->ops->in_memory(s->files[i].source))
+			return 0;
+	}
+	s->mappings = ms__calloc(s->file_count + 1, sizeof(*s->mappings));
+	if (s->mappings == NULL)
+		return ms__error_set(MS_ENOMEM, "out of memory mapping %zu files", s->file_count);
+	for (size_t i = 0; i < s->file_count; i++) {
+		ms__source *src = s->files[i].source;
+
+		if ((rc = src->ops->map(src, &s->mappings[i])) < 0)
+			return rc;
+	}
+	s->delivery = MS_DELIVER_MAPPED;
+	return 0;
+}
+
 /* Selects tensors, plans the reads, sizes the arena and starts the engine. */
 static int start(ms_streamer *s)
 {
@@ -481,6 +526,13 @@ static int start(ms_streamer *s)
 	size_t largest = SIZE_MAX;
 	int rc = 0;
 
+	if ((rc = choose_delivery(s)) < 0)
+		goto done;
+	if (s->delivery == MS_DELIVER_MAPPED) {
+		/* The file's own pages: no arena, no ring, nothing for a limit to bound. */
+		engine_opts.ring = 0;
+		engine_opts.mapped = s->mappings;
+	}
 	selected = ms__calloc(s->table_count, 1);
 	if (selected == NULL && s->table_count > 0) {
 		rc = ms__error_set(MS_ENOMEM, "out of memory selecting tensors");
@@ -492,7 +544,7 @@ static int start(ms_streamer *s)
 		    (largest == SIZE_MAX || s->table[i].size > s->table[largest].size))
 			largest = i;
 	}
-	if (s->opts.memory_limit > 0 && largest != SIZE_MAX &&
+	if (engine_opts.ring && s->opts.memory_limit > 0 && largest != SIZE_MAX &&
 	    (uint64_t)s->opts.memory_limit < s->table[largest].size) {
 		char printable[MS__PRINTABLE_MAX];
 
@@ -604,11 +656,19 @@ void ms_streamer_stats(ms_stats *out, const ms_streamer *s)
 	ms__engine_stats(s->engine, out);
 }
 
+ms_deliver ms_streamer_delivery(const ms_streamer *s)
+{
+	return s == NULL || !s->started ? MS_DELIVER_AUTO : s->delivery;
+}
+
 void ms_streamer_free(ms_streamer *s)
 {
 	if (s == NULL)
 		return;
 	ms__engine_free(s->engine); /* joins the workers before their sources close */
+	for (size_t i = 0; s->mappings != NULL && i < s->file_count; i++)
+		ms__mapping_close(&s->mappings[i]);
+	ms__free(s->mappings);
 	for (size_t i = 0; i < s->file_count; i++) {
 		ms__source_close(s->files[i].source);
 		ms__st_header_free(s->files[i].header);

@@ -360,6 +360,21 @@ else
   fail "stream --checksum 2>&1: the summary comes after every checksum" "$(grep -n '^streamed ' "$tmp/shared") of $(wc -l <"$tmp/shared") lines"
 fi
 
+# Zero-copy delivery: the same tensors, no arena, and a clear refusal of a bad mode.
+run stream --checksum --quiet "$small"
+cp "$out" "$tmp/copy.sums"
+run stream --checksum --quiet --deliver mapped "$small"
+if [ $rc -eq 0 ] && cmp -s "$out" "$tmp/copy.sums"; then pass "stream --deliver mapped: the same checksums as copy"
+else fail "stream --deliver mapped: the same checksums as copy" "exit $rc"; fi
+run stream --json --deliver auto "$small"
+if [ $rc -eq 0 ] && grep -q '"delivery":"mapped"' "$out" && grep -q '"arena_bytes":0,' "$out"; then
+  pass "stream --deliver auto maps a file in the page cache (JSON: delivery mapped, no arena)"
+else fail "stream --deliver auto maps a file in the page cache" "$(cat "$out")"; fi
+run stream --deliver sideways "$small"
+if [ $rc -eq 2 ] && one_line_error && grep -q "expected copy, mapped or auto" "$err"; then
+  pass "stream --deliver sideways: exit 2, one line"
+else fail "stream --deliver sideways: exit 2, one line" "exit $rc"; fi
+
 # The same bytes whatever the settings.
 same=yes
 for flags in "--memory-limit 0 --concurrency 1" "--memory-limit 3M --chunk-size 64K" \

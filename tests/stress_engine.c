@@ -117,8 +117,11 @@ static int round_run(const model *m, uint64_t *rng)
 		    (int64_t)((window + 3) * m->spec.large_bytes + (next_random(rng) % 4) * 65536);
 		break;
 	}
-	printf("round: concurrency %u chunk %zu limit %lld window %zu%s\n", opts.concurrency,
-	       opts.chunk_size, (long long)opts.memory_limit, window, cancel ? " cancel" : "");
+	/* A quarter of the rounds deliver zero-copy from the file's mapping. */
+	opts.deliver = next_random(rng) % 4 == 0 ? MS_DELIVER_MAPPED : MS_DELIVER_COPY;
+	printf("round: concurrency %u chunk %zu limit %lld window %zu%s%s\n", opts.concurrency,
+	       opts.chunk_size, (long long)opts.memory_limit, window, cancel ? " cancel" : "",
+	       opts.deliver == MS_DELIVER_MAPPED ? " mapped" : "");
 	CHECK(ms_streamer_new(&s, &opts) == 0, "new: %s", ms_error_last()->message);
 	CHECK(ms_streamer_add(s, m->path) == 0, "add: %s", ms_error_last()->message);
 	if (cancel) {

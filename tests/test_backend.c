@@ -186,3 +186,34 @@ Test(backend, registration_rules)
 	                                               mem_close, &m}),
 	             0, "a freed slot is reused");
 }
+
+/* A back end's bytes are not a local file: mapped delivery says so, auto copies. */
+Test(backend, mapped_delivery_needs_a_local_file)
+{
+	memory_store m = {0};
+	ms_backend b = backend_for(&m);
+	ms_streamer_options o = MS_STREAMER_OPTIONS_INIT;
+	char path[4096];
+	ms_streamer *s;
+	const ms_tensor *t;
+
+	load(&m, path, sizeof(path));
+	cr_assert_eq(ms_backend_register(&b), 0);
+	o.deliver = MS_DELIVER_MAPPED;
+	cr_assert_eq(ms_streamer_new(&s, &o), 0);
+	cr_assert_eq(ms_streamer_add(s, "mem://model"), 0);
+	cr_assert_eq(ms_streamer_next(&t, s), MS_EUNSUPPORTED);
+	cr_assert(strstr(ms_error_last()->message, "mem://model: mapped delivery needs a local "
+	                                           "file") != NULL,
+	          "%s", ms_error_last()->message);
+	ms_streamer_free(s);
+	o.deliver = MS_DELIVER_AUTO;
+	cr_assert_eq(ms_streamer_new(&s, &o), 0);
+	cr_assert_eq(ms_streamer_add(s, path), 0);
+	cr_assert_eq(ms_streamer_add(s, "mem://model"), 0);
+	cr_assert_eq(ms_streamer_next(&t, s), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_streamer_delivery(s), MS_DELIVER_COPY, "one file is not local");
+	ms_streamer_free(s);
+	cr_assert_eq(ms_backend_unregister("mem"), 0);
+	free(m.bytes);
+}

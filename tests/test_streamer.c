@@ -56,6 +56,7 @@ static void assert_options_equal(const ms_streamer_options *a, const ms_streamer
 	cr_assert_eq(a->direct_io, b->direct_io);
 	cr_assert_eq(a->select, b->select);
 	cr_assert_eq(a->select_count, b->select_count);
+	cr_assert_eq(a->deliver, b->deliver);
 }
 
 /* Writes a model made by stgen; fills `spec` and returns the data section's offset. */

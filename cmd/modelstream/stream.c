@@ -37,6 +37,9 @@ static const char stream_usage[] =
     "  -s, --select GLOB       stream only tensors whose name matches GLOB (repeatable;\n"
     "                          shell patterns: 'model.layers.1.*')\n"
     "      --direct-io MODE    auto (default: O_DIRECT for large uncached files), on, off\n"
+    "      --deliver MODE      copy (default: into the arena), mapped (zero copy: read-only\n"
+    "                          pointers into each file's pages; local files only), or\n"
+    "                          auto (mapped for files on tmpfs or all in the page cache)\n"
     "      --checksum          print '<sha256>  <name>' for every tensor on stdout\n"
     "      --json              print a JSON summary on stdout instead of the text one\n"
     "  -q, --quiet             no summary\n"
@@ -95,7 +98,7 @@ static uint64_t page_faults(void)
 }
 
 static void print_summary(const ms_stats *st, const ms_streamer_options *o, size_t files,
-                          uint64_t faults, int json)
+                          uint64_t faults, int json, int mapped)
 {
 	double seconds = (double)st->elapsed_ns / 1e9;
 	double gbps = seconds > 0 ? (double)st->bytes_delivered / 1e9 / seconds : 0;
@@ -107,25 +110,29 @@ static void print_summary(const ms_stats *st, const ms_streamer_options *o, size
 		       "\"bytes_read\":%llu,\"arena_bytes\":%llu,\"arena_huge_pages\":%d,"
 		       "\"arena_pages\":\"%s\",\"page_faults\":%llu,"
 		       "\"concurrency\":%u,\"memory_limit\":%lld,\"chunk_size\":%zu,"
-		       "\"peak_rss_bytes\":%llu}\n",
+		       "\"delivery\":\"%s\",\"peak_rss_bytes\":%llu}\n",
 		       (unsigned long long)st->bytes_delivered, seconds, gbps,
 		       (double)st->time_to_first_tensor_ns / 1e9,
 		       (unsigned long long)st->tensors_delivered, files,
 		       (unsigned long long)st->read_requests, (unsigned long long)st->bytes_read,
 		       (unsigned long long)st->arena_bytes, st->arena_huge_pages,
 		       page_kind(st->arena_huge_pages), (unsigned long long)faults, o->concurrency,
-		       (long long)o->memory_limit, o->chunk_size,
+		       (long long)o->memory_limit, o->chunk_size, mapped ? "mapped" : "copy",
 		       (unsigned long long)peak_rss_bytes());
 		return;
 	}
+	if (mapped)
+		snprintf(b, sizeof(b), "none (mapped");
+	else
+		cli_format_bytes(b, sizeof(b), st->arena_bytes);
 	fprintf(stderr,
 	        "streamed %llu tensors, %s from %zu file%s in %.3f s: %.2f GB/s; first tensor "
-	        "after %.1f ms; %llu reads; arena %s on %s; %llu page faults; peak RSS %s\n",
+	        "after %.1f ms; %llu reads; arena %s%s%s; %llu page faults; peak RSS %s\n",
 	        (unsigned long long)st->tensors_delivered,
 	        cli_format_bytes(a, sizeof(a), st->bytes_delivered), files, files == 1 ? "" : "s",
 	        seconds, gbps, (double)st->time_to_first_tensor_ns / 1e6,
-	        (unsigned long long)st->read_requests,
-	        cli_format_bytes(b, sizeof(b), st->arena_bytes), page_kind(st->arena_huge_pages),
+	        (unsigned long long)st->read_requests, b, mapped ? "" : " on ",
+	        mapped ? ": zero copy from the files' pages)" : page_kind(st->arena_huge_pages),
 	        (unsigned long long)faults, cli_format_bytes(c, sizeof(c), peak_rss_bytes()));
 }
 
@@ -196,6 +203,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	    {"select", required_argument, NULL, 's'},
 	    {"direct-io", required_argument, NULL, 'd'},
 	    {"arena-pages", required_argument, NULL, 'p'},
+	    {"deliver", required_argument, NULL, 'D'},
 	    {"checksum", no_argument, NULL, 'x'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -244,6 +252,17 @@ static int parse_args(stream_args *a, int argc, char **argv)
 			else
 				return cli_usage_error("--direct-io %s: expected auto, on or off",
 				                       optarg);
+			break;
+		case 'D':
+			if (strcmp(optarg, "copy") == 0)
+				a->opts.deliver = MS_DELIVER_COPY;
+			else if (strcmp(optarg, "mapped") == 0)
+				a->opts.deliver = MS_DELIVER_MAPPED;
+			else if (strcmp(optarg, "auto") == 0)
+				a->opts.deliver = MS_DELIVER_AUTO;
+			else
+				return cli_usage_error(
+				    "--deliver %s: expected copy, mapped or auto", optarg);
 			break;
 		case 'p':
 			if (strcmp(optarg, "auto") == 0)
@@ -367,7 +386,8 @@ int cmd_stream(int argc, char **argv)
 	fflush(stdout);
 	if (!a.quiet)
 		print_summary(&st, &a.opts, ms_streamer_file_count(watch.streamer),
-		              page_faults() - faults, a.json);
+		              page_faults() - faults, a.json,
+		              ms_streamer_delivery(watch.streamer) == MS_DELIVER_MAPPED);
 done:
 	if (watching) {
 		pthread_kill(watcher, SIGUSR1);

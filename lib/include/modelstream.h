@@ -143,12 +143,30 @@ typedef enum {
 	MS_ARENA_PAGES_RESERVED = 3,    /**< reserved huge pages only; MS_ENOMEM if too few */
 } ms_arena_pages;
 
+/** Where tensors are delivered. */
+typedef enum {
+	/** Copied into the streamer's arena: writable memory, bounded by memory_limit. */
+	MS_DELIVER_COPY = 0,
+	/**
+	 * Zero copy: each tensor's `data` points into a read-only shared mapping of its file,
+	 * which the workers populate ahead of the reader in file order. Nothing is copied, so
+	 * a file in the page cache or on tmpfs (a node cache) is delivered at the speed of
+	 * mapping it. The memory is the file's pages: read-only (writing to it faults), shared
+	 * with every other reader, not bounded by memory_limit, and valid until
+	 * ms_streamer_free(). Local files only: MS_EUNSUPPORTED for any other source.
+	 */
+	MS_DELIVER_MAPPED = 1,
+	/** MAPPED when every file is local and already in memory (on tmpfs, or every page in
+	 * the page cache, by mincore), else COPY. */
+	MS_DELIVER_AUTO = 2,
+} ms_deliver;
+
 /** Unlimited memory: the arena holds every selected tensor at once. */
 #define MS_MEMORY_UNLIMITED (-1)
 /** The smallest arena that works: the size of the largest selected tensor. */
 #define MS_MEMORY_MINIMUM           0
 
-#define MS_STREAMER_OPTIONS_VERSION 1
+#define MS_STREAMER_OPTIONS_VERSION 2
 
 /**
  * Options for ms_streamer_new(). Initialise with MS_STREAMER_OPTIONS_INIT or
@@ -189,13 +207,17 @@ typedef struct {
 
 	/** Which pages back the arena; see ms_arena_pages. */
 	ms_arena_pages arena_pages;
+
+	/** Version 2: where tensors are delivered; see ms_deliver. */
+	ms_deliver deliver;
 } ms_streamer_options;
 
-#define MS_STREAMER_OPTIONS_INIT                                                  \
-	{                                                                         \
-		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,         \
-		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,             \
-		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0 \
+#define MS_STREAMER_OPTIONS_INIT                                                   \
+	{                                                                          \
+		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,          \
+		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,              \
+		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0, \
+		.deliver = MS_DELIVER_COPY                                         \
 	}
 
 /** Fills `opts` with the defaults, exactly as MS_STREAMER_OPTIONS_INIT does. */
@@ -382,6 +404,13 @@ typedef struct {
  * one instant.
  */
 MS_EXTERN void ms_streamer_stats(ms_stats *out, const ms_streamer *s);
+
+/**
+ * How this streamer delivers tensors: MS_DELIVER_COPY or MS_DELIVER_MAPPED (what
+ * MS_DELIVER_AUTO chose). Decided by the first ms_streamer_next(); MS_DELIVER_AUTO before.
+ * Same thread rules as ms_streamer_stats().
+ */
+MS_EXTERN ms_deliver ms_streamer_delivery(const ms_streamer *s);
 
 /**
  * Stops the workers, releases every file and the arena, and frees the streamer. Any

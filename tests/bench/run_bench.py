@@ -541,8 +541,40 @@ def run_parallel(row: Row, file_bytes: int) -> dict:
 # The rows
 
 
+class TmpfsCopy:
+    """The model in a tmpfs mounted with huge=within_size, the way a node cache holds it: the
+    file is sized (fallocate) before its bytes are written, so that they land in 2 MiB pages.
+    Mounted when the first "tmpfs" row runs, unmounted at the end however the run ends."""
+
+    def __init__(self, model: Path):
+        self.model = model
+        self.dir = Path(tempfile.mkdtemp(prefix="ms-bench-tmpfs-"))
+        self.path = self.dir / model.name
+        self.mounted = False
+
+    def __enter__(self) -> "TmpfsCopy":
+        size = self.model.stat().st_size
+        subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        f"huge=within_size,size={size // MIB + 64}m", "tmpfs", str(self.dir)],
+                       check=True, capture_output=True, text=True)
+        self.mounted = True
+        with open(self.model, "rb") as src, open(self.path, "wb") as dst:
+            os.posix_fallocate(dst.fileno(), 0, size)
+            while True:
+                chunk = src.read(64 * MIB)
+                if not chunk:
+                    break
+                dst.write(chunk)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.mounted:
+            subprocess.run(["umount", str(self.dir)], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path,
-              server: Optional[s3_bench.NginxS3]) -> list[Row]:
+              server: Optional[s3_bench.NginxS3], tmpfs: Optional[TmpfsCopy] = None) -> list[Row]:
     """Every row, in the order they run: hot ones first (local, then S3), then the ones that drop
     the cache. server is the (not yet started) nginx endpoint of the S3 rows, None when nginx
     is missing."""
@@ -578,7 +610,28 @@ def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path,
         Row("modelstream-hot-small-pages", "modelstream stream, unlimited, arena on 4 KiB "
             "pages (--arena-pages small) instead of transparent huge pages",
             ms(-1) + ["--arena-pages", "small"]),
+        Row("modelstream-hot-mapped", "modelstream stream --deliver mapped: zero copy, "
+            "tensors point into the file's page-cache pages", ms(-1) + ["--deliver", "mapped"]),
     ]
+    if tmpfs is not None:
+        on_tmpfs = str(tmpfs.path)
+
+        def ms_tmpfs(limit_bytes: int) -> list[str]:
+            return [modelstream, "stream", on_tmpfs, "--concurrency", conc,
+                    "--memory-limit", str(limit_bytes), "--json"]
+
+        rows += [
+            Row("cat-tmpfs", "cat FILE > /dev/null, FILE on tmpfs huge=within_size (a node "
+                "cache)", ["cat", on_tmpfs], devnull_stdout=True, group="tmpfs"),
+            Row("modelstream-tmpfs-mapped", "modelstream stream --deliver mapped of the "
+                "tmpfs file: zero copy from its 2 MiB pages",
+                ms_tmpfs(-1) + ["--deliver", "mapped"], group="tmpfs"),
+            Row("modelstream-tmpfs-copy", "modelstream stream of the tmpfs file, copy "
+                "delivery, unlimited", ms_tmpfs(-1), group="tmpfs"),
+            Row("modelstream-tmpfs-limited", f"modelstream stream of the tmpfs file, copy "
+                f"delivery, --memory-limit {limit} (the ring)", ms_tmpfs(limit),
+                memory_limit=limit, group="tmpfs"),
+        ]
     if args.hugepages:
         rows.append(Row("modelstream-hot-hugepages",
                         f"modelstream stream, unlimited, {args.hugepages} huge pages reserved",
@@ -911,6 +964,18 @@ def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
         target("limited / unlimited modelstream", "modelstream-hot-limited",
                "modelstream-hot", 0.9),
     ]
+    targets += [
+        target("hot mapped delivery / hot cat", "modelstream-hot-mapped", "cat-hot", 5.0),
+        target("hot limited (ring, copy) / hot cat", "modelstream-hot-limited", "cat-hot", 0.9),
+        target("hot mapped / hot copy, unlimited", "modelstream-hot-mapped", "modelstream-hot",
+               None),
+        target("tmpfs mapped delivery / tmpfs cat", "modelstream-tmpfs-mapped", "cat-tmpfs",
+               5.0),
+        target("tmpfs limited (ring, copy) / tmpfs cat", "modelstream-tmpfs-limited",
+               "cat-tmpfs", 0.9),
+        target("tmpfs mapped / tmpfs copy, unlimited", "modelstream-tmpfs-mapped",
+               "modelstream-tmpfs-copy", None),
+    ]
     curl = next((name for name in rows if name.startswith("curl-parallel-")), "curl-parallel")
     targets += [
         target("S3 modelstream / curl-parallel", "modelstream-s3", curl, 0.9),
@@ -1075,7 +1140,8 @@ def main() -> int:
     file_bytes = model.stat().st_size
     nginx = s3_bench.find_nginx()
     server = s3_bench.NginxS3(model, nginx) if nginx else None
-    rows = select_rows(make_rows(args, build, model, memcpy, server), args.only)
+    tmpfs = TmpfsCopy(model) if is_root else None  # mounting tmpfs needs root
+    rows = select_rows(make_rows(args, build, model, memcpy, server, tmpfs), args.only)
     cache = PageCache(model)
     log(f"run_bench: {model} ({file_bytes / GIB:.2f} GiB), concurrency {args.concurrency}, "
         f"{args.repeat} run(s) per row")
@@ -1099,6 +1165,9 @@ def main() -> int:
                 except s3_bench.ServerError as error:
                     server_error = f"nginx did not start: {error}"
                     log(f"run_bench: {server_error}")
+            if row.group == "tmpfs" and tmpfs is not None and not tmpfs.mounted:
+                stack.enter_context(tmpfs)
+                log(f"run_bench: the model copied to tmpfs huge=within_size at {tmpfs.path}")
             if row.group == "s3" and server_error is not None:
                 row.failed = True
                 row.error = server_error.splitlines()[0]

@@ -1,0 +1,105 @@
+/*
+ * sink_mapped.c - the mapped sink: where bytes land when they are not copied at all.
+ *
+ * A file that is already in memory (on tmpfs, such as the node cache, or fully in the page
+ * cache) need not be read into an arena: mapping it costs page-table entries, not a copy
+ * of every byte, and on a tmpfs with huge=within_size the mapping uses 2 MiB pages. The
+ * engine's workers still run through the plan in order, but each "read" faults the pages
+ * of its range in (MADV_POPULATE_READ), so a reader walking the tensors in file order
+ * finds them mapped; delivery order and the engine's bookkeeping are unchanged.
+ * The pages are the file's: they are shared with every other reader, count as page cache
+ * rather than this process's memory, and are read-only (a write faults).
+ */
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "sink_mapped.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+
+int ms__mapping_open(ms__mapping *m, int fd, uint64_t size, const char *what)
+{
+	void *p;
+
+	m->base = NULL;
+	m->size = 0;
+	if (size == 0)
+		return 0;
+	if (size > SIZE_MAX)
+		return ms__error_set(MS_ENOMEM, "%s: too large to map", what);
+	p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return ms__error_errno(errno, "%s: cannot map the file for zero-copy delivery",
+		                       what);
+	/* The reader goes through in order; let the kernel read ahead for the rest. */
+	madvise(p, (size_t)size, MADV_SEQUENTIAL);
+	m->base = p;
+	m->size = (size_t)size;
+	return 0;
+}
+
+void ms__mapping_close(ms__mapping *m)
+{
+	if (m->base != NULL)
+		munmap((void *)m->base, m->size);
+	m->base = NULL;
+	m->size = 0;
+}
+
+int ms__mapping_populate(const ms__mapping *m, uint64_t offset, uint64_t length, const char *what)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t start, end;
+
+	if (m->base == NULL || offset >= m->size)
+		return 0;
+	end = offset + length > m->size ? m->size : offset + length;
+	start = offset & ~(uint64_t)(page - 1);
+	if (madvise((void *)(m->base + start), (size_t)(end - start), MADV_POPULATE_READ) == 0)
+		return 0;
+	if (errno == EFAULT || errno == EIO || errno == ENOMEM)
+		return ms__error_set(MS_EIO,
+		                     "%s: cannot read the mapped bytes %llu to %llu (was the file "
+		                     "truncated while being read?)",
+		                     what, (unsigned long long)offset, (unsigned long long)end);
+	/* EINVAL: a kernel before 5.14. Touch a byte of each page instead. */
+	for (uint64_t at = start; at < end; at += (uint64_t)page)
+		(void)*(volatile const unsigned char *)(m->base + at);
+	return 0;
+}
+
+bool ms__mapping_worthwhile(int fd, uint64_t size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t pages = (size_t)((size + (uint64_t)page - 1) / (uint64_t)page);
+	struct statfs fs;
+	unsigned char *vec = NULL;
+	void *map = MAP_FAILED;
+	bool all = false;
+
+	if (fstatfs(fd, &fs) == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC)
+		return true;
+	if (size == 0 || size > SIZE_MAX)
+		return size == 0;
+	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	vec = ms__malloc(pages);
+	if (map == MAP_FAILED || vec == NULL || mincore(map, (size_t)size, vec) != 0)
+		goto done;
+	all = true;
+	for (size_t i = 0; i < pages && all; i++)
+		all = (vec[i] & 1) != 0;
+done:
+	ms__free(vec);
+	if (map != MAP_FAILED)
+		munmap(map, (size_t)size);
+	return all;
+}
