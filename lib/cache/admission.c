@@ -62,6 +62,12 @@ static double now_seconds(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Now, by the options' clock. */
+static double clock_now(const ms__admission *a)
+{
+	return a->o.clock != NULL ? a->o.clock(a->o.clock_payload) : now_seconds();
+}
+
 int ms__admission_open(ms__admission **out, const char *dir, const ms__admission_options *o)
 {
 	char rate_path[PATH_MAX];
@@ -81,7 +87,7 @@ int ms__admission_open(ms__admission **out, const char *dir, const ms__admission
 	        : (a->o.max_window < 4 ? a->o.max_window : 4);
 	a->initial = a->window;
 	a->slow_start = true;
-	a->last_eval = now_seconds();
+	a->last_eval = clock_now(a);
 	a->seed = (unsigned)getpid() ^ (unsigned)(uintptr_t)a;
 	a->rate_fd = -1;
 	for (unsigned i = 0; i < MS__ADMISSION_WORKERS_MAX; i++) {
@@ -260,7 +266,7 @@ static void set_window(ms__admission *a, unsigned w)
 
 void ms__admission_tick(ms__admission *a, uint64_t bytes, unsigned throttles)
 {
-	double now = now_seconds(), dt, rate;
+	double now = clock_now(a), dt, rate;
 
 	pthread_mutex_lock(&a->lock);
 	dt = now - a->last_eval;

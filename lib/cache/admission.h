@@ -35,6 +35,10 @@ typedef struct {
 	unsigned max_window;           /* this fetch's workers (its concurrency) */
 	unsigned initial_window;       /* 0: min(4, max_window) */
 	bool adaptive;                 /* false: the window stays at max_window */
+	/* The controller's clock in seconds (monotonic); NULL: CLOCK_MONOTONIC. Tests set
+	 * one to walk the window through its states without sleeping. */
+	double (*clock)(void *payload);
+	void *clock_payload;
 } ms__admission_options;
 
 /** What a fetch's admission did, for progress and metrics. */
