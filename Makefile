@@ -188,8 +188,9 @@ agent-tests: $(CLI) $(MKMODEL)
 
 # The fleet: three network-namespace nodes, each with the node agent and three pods as
 # containers of the real image under podman, their specs rendered from the Helm chart; a
-# moto origin behind a tc-shaped link, a real Prometheus (needs root; about 2 minutes).
-e2e: image $(CLI) $(MKMODEL)
+# moto origin behind a tc-shaped link, a real Prometheus (needs root, else skipped; it
+# builds the image first with scripts/image.sh; about a minute).
+e2e: $(CLI) $(MKMODEL)
 	python3 e2e/fleet.py --build $(B) | tee $(B)/e2e.log
 
 # Nodes sharing one tc-shaped link (network namespaces, needs root, about 55 s): the link is

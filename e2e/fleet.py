@@ -567,6 +567,20 @@ def main() -> int:
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
     os.environ["B"] = os.path.abspath(args.build)  # scripts/image.sh: the private podman store
+    missing = [t for t in ("ip", "tc", "podman", "curl") if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        why = "needs root (network namespaces, tc, mounts)" if os.geteuid() != 0 else \
+            f"missing {', '.join(missing)} (scripts/deps.sh installs them)"
+        print(f"ok - the fleet test # SKIP {why}")
+        print("0 passed, 0 failed")
+        return 0
+    # The image the pods run: built once, then found up to date (scripts/image.sh).
+    r = subprocess.run([os.path.join(REPO, "scripts", "image.sh"), "build"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"not ok - the image builds: {(r.stdout + r.stderr).strip()[-800:]}")
+        print("0 passed, 1 failed")
+        return 1
     fleet = Fleet(args)
     start = time.monotonic()
     try:

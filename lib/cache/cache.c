@@ -882,8 +882,11 @@ static int evict(ms_cache *c, uint64_t needed, const char *const *keep, size_t k
 				    compare_time(blobs[i].used, models[m].used) > 0)
 					models[m].used = blobs[i].used;
 	}
-	qsort(blobs, count, sizeof(*blobs), by_use);
-	qsort(models, model_count, sizeof(*models), by_model_use);
+	/* An empty cache lists nothing: qsort must not be given the NULL array then. */
+	if (count > 1)
+		qsort(blobs, count, sizeof(*blobs), by_use);
+	if (model_count > 1)
+		qsort(models, model_count, sizeof(*models), by_model_use);
 	for (size_t i = 0; i < count && used + needed > c->opts.budget; i++) {
 		if (kept(blobs[i].key, keep, keep_count) ||
 		    named_by(models, model_count, blobs[i].key, SIZE_MAX))
