@@ -457,7 +457,7 @@ class Fleet:
         pods = [p for p in self.pods if p.node == node and p.short.startswith("v1-")]
         pod_shmem = max((p.cgroup_memory_stat("modelstream").get("shmem", 0) for p in pods),
                         default=0)
-        shmem = agent_stat.get("shmem", agent_stat.get("shmem_thp", 0))
+        shmem = agent_stat.get("shmem", 0)  # cgroup v1 and v2 both name it so
         if not agent_stat:
             check(False, f"{node} (tmpfs-huge): the cache's pages are charged to the agent",
                   "no memory cgroup found for the agent container")
@@ -465,12 +465,9 @@ class Fleet:
         check(shmem >= size and pod_shmem < size // 10,
               f"{node} (tmpfs-huge): the cache's pages are charged to the agent's memory cgroup "
               f"({shmem} bytes of shmem), not the pods' (at most {pod_shmem})")
-        thp = agent_stat.get("shmem_thp")
-        if thp is not None:
-            self.log(f"{node}: agent shmem_thp {thp}")
 
     def check_prometheus(self, size: int) -> None:
-        ok = self.wait_until(lambda: len([r for r in self.prom_query("up == 1")]) == len(NODES), 20)
+        ok = self.wait_until(lambda: len(self.prom_query("up == 1")) == len(NODES), 20)
         check(ok, f"Prometheus scrapes all {len(NODES)} agents (up == 1)",
               str(self.prom_query("up")))
         def fetched():

@@ -77,29 +77,36 @@ int ms__mapping_populate(const ms__mapping *m, uint64_t offset, uint64_t length,
 	return 0;
 }
 
-bool ms__mapping_worthwhile(int fd, uint64_t size)
+double ms__resident_fraction(int fd, uint64_t size)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	size_t pages = (size_t)((size + (uint64_t)page - 1) / (uint64_t)page);
-	struct statfs fs;
+	size_t resident = 0;
 	unsigned char *vec = NULL;
 	void *map = MAP_FAILED;
-	bool all = false;
+	double fraction = 1.0;
 
-	if (fstatfs(fd, &fs) == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC)
-		return true;
 	if (size == 0 || size > SIZE_MAX)
-		return size == 0;
+		return 1.0;
 	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
 	vec = ms__malloc(pages);
-	if (map == MAP_FAILED || vec == NULL || mincore(map, (size_t)size, vec) != 0)
+	if (map == MAP_FAILED || vec == NULL)
 		goto done;
-	all = true;
-	for (size_t i = 0; i < pages && all; i++)
-		all = (vec[i] & 1) != 0;
+	if (mincore(map, (size_t)size, vec) != 0)
+		goto done;
+	for (size_t i = 0; i < pages; i++)
+		resident += vec[i] & 1;
+	fraction = (double)resident / (double)pages;
 done:
 	ms__free(vec);
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)size);
-	return all;
+	return fraction;
+}
+
+bool ms__on_tmpfs(int fd)
+{
+	struct statfs fs;
+
+	return fstatfs(fd, &fs) == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC;
 }

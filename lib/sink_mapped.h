@@ -29,8 +29,10 @@ void ms__mapping_close(ms__mapping *m);
  */
 int ms__mapping_populate(const ms__mapping *m, uint64_t offset, uint64_t length, const char *what);
 
-/** True if the file is worth mapping rather than copying: it is on tmpfs, or every page
- * of it is in the page cache now (mincore). */
-bool ms__mapping_worthwhile(int fd, uint64_t size);
+/** The fraction (0..1) of the file's pages in the page cache (mincore), 1 if unknown. */
+double ms__resident_fraction(int fd, uint64_t size);
+
+/** True if the file is on tmpfs: in memory, whatever mincore says. */
+bool ms__on_tmpfs(int fd);
 
 #endif

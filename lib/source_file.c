@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,35 +27,8 @@ typedef struct {
 	ms__source base;
 	int fd;
 	char *path;
+	double resident; /* the fraction in the page cache when opened; < 0: not measured */
 } file_source;
-
-/* Returns the fraction (0..1) of the file's pages in the page cache, or 1 if unknown. */
-static double resident_fraction(int fd, uint64_t size)
-{
-	long page = sysconf(_SC_PAGESIZE);
-	size_t pages = (size_t)((size + (uint64_t)page - 1) / (uint64_t)page);
-	size_t resident = 0;
-	unsigned char *vec = NULL;
-	void *map = MAP_FAILED;
-	double fraction = 1.0;
-
-	if (size == 0 || size > SIZE_MAX)
-		return 1.0;
-	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-	vec = ms__malloc(pages);
-	if (map == MAP_FAILED || vec == NULL)
-		goto done;
-	if (mincore(map, (size_t)size, vec) != 0)
-		goto done;
-	for (size_t i = 0; i < pages; i++)
-		resident += vec[i] & 1;
-	fraction = (double)resident / (double)pages;
-done:
-	ms__free(vec);
-	if (map != MAP_FAILED)
-		munmap(map, (size_t)size);
-	return fraction;
-}
 
 static int file_read_range(ms__source *src, void *dst, uint64_t offset, size_t length)
 {
@@ -105,9 +77,17 @@ static int file_map(ms__source *src, ms__mapping *out)
 	return ms__mapping_open(out, f->fd, src->size, f->path);
 }
 
+/* On tmpfs, or every page in the page cache: measured at open for direct I/O's sake, or
+ * now. */
 static bool file_in_memory(ms__source *src)
 {
-	return ms__mapping_worthwhile(((file_source *)src)->fd, src->size);
+	file_source *f = (file_source *)src;
+
+	if (ms__on_tmpfs(f->fd))
+		return true;
+	if (f->resident < 0)
+		f->resident = ms__resident_fraction(f->fd, src->size);
+	return f->resident >= 1.0;
 }
 
 static const ms__source_ops file_ops = {
@@ -126,8 +106,10 @@ int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct
 
 	*out = NULL;
 	f = ms__calloc(1, sizeof(*f));
-	if (f != NULL)
+	if (f != NULL) {
 		f->fd = -1;
+		f->resident = -1;
+	}
 	if (f == NULL || (f->path = ms__strdup(path)) == NULL) {
 		rc = ms__error_set(MS_ENOMEM, "%s: out of memory", path);
 		goto done;
@@ -146,7 +128,8 @@ int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct
 		goto done;
 	}
 	if (direct_io == MS_DIRECT_IO_AUTO && (uint64_t)st.st_size >= DIRECT_MIN_FILE_SIZE)
-		use_direct = resident_fraction(f->fd, (uint64_t)st.st_size) < 0.5;
+		use_direct =
+		    (f->resident = ms__resident_fraction(f->fd, (uint64_t)st.st_size)) < 0.5;
 	if (use_direct) {
 		int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
 

@@ -500,8 +500,14 @@ static int choose_delivery(ms_streamer *s)
 	for (size_t i = 0; i < s->file_count; i++) {
 		ms__source *src = s->files[i].source;
 
-		if ((rc = src->ops->map(src, &s->mappings[i])) < 0)
-			return rc;
+		if ((rc = src->ops->map(src, &s->mappings[i])) < 0) {
+			if (want == MS_DELIVER_MAPPED)
+				return rc;
+			/* auto: a file that cannot be mapped is read as usual. */
+			for (size_t j = 0; j < i; j++)
+				ms__mapping_close(&s->mappings[j]);
+			return 0;
+		}
 	}
 	s->delivery = MS_DELIVER_MAPPED;
 	return 0;

@@ -93,6 +93,15 @@ static const char *const retry_reason_names[MS_RETRY_REASONS] = {
     "slowdown", "server_error", "connection", "timeout", "truncated", "expired_token", "clock_skew",
 };
 
+void fetch_register(status *st, const ms_cache *cache, const char *name, const char *source)
+{
+	char path[4096];
+
+	ms_cache_model_path(cache, name, path, sizeof(path));
+	status_add_model(st, name, source, path);
+	status_model_state(st, name, STATUS_QUEUED);
+}
+
 void fetch_feed_cache_size(status *st, ms_cache *cache, uint64_t budget)
 {
 	uint64_t used = 0;
@@ -231,14 +240,13 @@ static void json_line(const reporter *r, const ms_fetch_progress *p, const char 
 
 static void eta_text(char *out, size_t size, const reporter *r, const ms_fetch_progress *p)
 {
-	double left;
+	double left = status_eta_seconds(p->bytes_done, p->bytes_total, r->rate);
 
 	if (p->bytes_done >= p->bytes_total) {
 		snprintf(out, size, "-");
 		return;
 	}
-	left = r->rate >= 1 ? (double)(p->bytes_total - p->bytes_done) / r->rate : -1;
-	if (left < 0 || left > STATUS_ETA_MAX) { /* no rate yet, or one that says nothing */
+	if (left < 0) {
 		snprintf(out, size, "unknown");
 		return;
 	}
@@ -744,12 +752,10 @@ int cmd_fetch(int argc, char **argv)
 		for (size_t j = 0; j < jobs; j++) {
 			const cli_model *m = optind < argc ? NULL : &a.cfg.models[j];
 			const char *source = m != NULL ? m->source : argv[optind + (int)j];
-			char name[160], path[4096];
+			char name[160];
 
 			fetch_model_name(name, sizeof(name), &a, m, source);
-			ms_cache_model_path(cache, name, path, sizeof(path));
-			status_add_model(st, name, source, path);
-			status_model_state(st, name, STATUS_QUEUED);
+			fetch_register(st, cache, name, source);
 		}
 		fetch_feed_cache_size(st, cache, a.opts.budget);
 		so.status = st;

@@ -69,6 +69,10 @@ void fetch_model_name(char *out, size_t size, const fetch_args *a, const cli_mod
 int fetch_model(const fetch_args *a, ms_cache *cache, status *st, const char *name,
                 const char *source, const char *manifest);
 
+/* Makes model `name` known to the store as queued (the name /readyz waits for), with its
+ * source and its path in the cache. A model already known keeps its entry. */
+void fetch_register(status *st, const ms_cache *cache, const char *name, const char *source);
+
 /* Tells the store how much the cache holds now. */
 void fetch_feed_cache_size(status *st, ms_cache *cache, uint64_t budget);
 

@@ -327,13 +327,11 @@ static void unretire(agent *g, const char *name)
 /* Fetches one configured model; a failure is shown in /readyz and logged, not fatal. */
 static void agent_fetch(agent *g, const cli_model *m)
 {
-	char name[CLI_CONFIG_NAME_MAX + 32], path[4096];
+	char name[CLI_CONFIG_NAME_MAX + 32];
 
 	fetch_model_name(name, sizeof(name), g->a, m, m->source);
 	unretire(g, name);
-	ms_cache_model_path(g->cache, name, path, sizeof(path));
-	status_add_model(g->st, name, m->source, path);
-	status_model_state(g->st, name, STATUS_QUEUED);
+	fetch_register(g->st, g->cache, name, m->source);
 	atomic_store_explicit(&fetching, 1, memory_order_release);
 	fetch_model(g->a, g->cache, g->st, name, m->source, m->sha256_manifest);
 	atomic_store_explicit(&fetching, 0, memory_order_release);
@@ -507,23 +505,36 @@ static int serve_agent(fetch_args *a, int argc, char **argv)
 		from_args.model_count = n;
 		g.current = &from_args;
 	}
+	/* With a config file, the models are the parse of exactly the bytes that later reads
+	 * are compared with: a file changed between fetch_parse_args() and here is then not
+	 * taken for unchanged. Should these bytes not parse, the first reconcile reports it. */
+	if (a->config_path != NULL && g.current == &a->cfg) {
+		char err[512];
+
+		g.config_text = read_file(a->config_path, &g.config_len);
+		if (g.config_text != NULL &&
+		    cli_config_parse(&g.owned, a->config_path, g.config_text, g.config_len, err,
+		                     sizeof(err)) == 0) {
+			g.current = &g.owned;
+		} else {
+			cli_config_free(&g.owned);
+			g.owned = (cli_config){0};
+			g.config_len = 0; /* so the first reconcile reads and reports the file */
+		}
+	}
 	if ((rc = start_server(a, &g.st, &g.srv)) != EXIT_OK)
 		goto done;
 	ms_cache_list(g.cache, show_cached, g.st);
 	for (size_t i = 0; i < g.current->model_count; i++) {
-		char name[CLI_CONFIG_NAME_MAX + 32], path[4096];
+		char name[CLI_CONFIG_NAME_MAX + 32];
 		const cli_model *m = &g.current->models[i];
 
 		fetch_model_name(name, sizeof(name), a, m, m->source);
-		ms_cache_model_path(g.cache, name, path, sizeof(path));
-		status_add_model(g.st, name, m->source, path);
-		status_model_state(g.st, name, STATUS_QUEUED);
+		fetch_register(g.st, g.cache, name, m->source);
 	}
 	fetch_feed_cache_size(g.st, g.cache, a->opts.budget);
-	if (a->config_path != NULL && g.current == &a->cfg) {
-		g.config_text = read_file(a->config_path, &g.config_len);
+	if (g.config_text != NULL)
 		ms_cache_list(g.cache, retire_unlisted, &g);
-	}
 	for (size_t i = 0; i < g.current->model_count; i++)
 		agent_fetch(&g, &g.current->models[i]);
 	g.last_retry = now_seconds();

@@ -636,21 +636,26 @@ bool status_ready(status *s)
 	return ready;
 }
 
-/* Seconds left at `rate`, or a negative number when it cannot be estimated: no rate yet,
- * or a rate so low (one decayed while no bytes arrived) that the figure would say nothing;
- * STATUS_ETA_MAX bounds what is shown. */
-static double eta_seconds(const status_progress *p)
+double status_eta_seconds(uint64_t done, uint64_t total, double rate)
 {
 	double left;
 
-	if (p->state == STATUS_READY)
-		return 0;
-	if (p->bytes_total == STATUS_UNKNOWN || p->rate < 1 || !isfinite(p->rate))
+	if (total == STATUS_UNKNOWN)
 		return -1;
-	if (p->bytes_done >= p->bytes_total)
+	if (done >= total)
 		return 0;
-	left = (double)(p->bytes_total - p->bytes_done) / p->rate;
+	if (rate < 1 || !isfinite(rate))
+		return -1;
+	left = (double)(total - done) / rate;
 	return left <= STATUS_ETA_MAX ? left : -1;
+}
+
+/* Seconds left for a model, or a negative number when it cannot be estimated. */
+static double eta_seconds(const status_progress *p)
+{
+	return p->state == STATUS_READY
+	           ? 0
+	           : status_eta_seconds(p->bytes_done, p->bytes_total, p->rate);
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -73,6 +73,13 @@ const char *status_state_name(status_state state);
 /** The longest ETA shown (a week, in seconds); past it, or with no rate, it is unknown. */
 #define STATUS_ETA_MAX (7.0 * 24 * 3600)
 
+/**
+ * Seconds until `total` bytes are in at `rate` bytes/s, or -1 when that cannot be said: no
+ * total, no rate yet, a rate under 1 B/s (one that decayed while nothing arrived), or more
+ * than STATUS_ETA_MAX. The one rule for /progress, /metrics and the fetch log.
+ */
+double status_eta_seconds(uint64_t done, uint64_t total, double rate);
+
 /** Process-wide counters for status_counter_add(). */
 typedef enum {
 	STATUS_COUNTER_BYTES_FETCHED = 0, /* bytes not reported through a model's progress */

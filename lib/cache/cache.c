@@ -1167,10 +1167,10 @@ int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, void *payl
  * holds it or has one of its files open. */
 static int remove_model(ms_cache *c, const char *name, bool if_unused)
 {
-	char link[PATH_MAX], target[PATH_MAX], meta[PATH_MAX], snap[PATH_MAX];
+	char link[PATH_MAX], meta[PATH_MAX], snap[PATH_MAX];
 	model_entry *models = NULL;
 	size_t model_count = 0;
-	ssize_t n;
+	bool have_snap;
 	int lock, hold = -1, rc = 0;
 
 	if ((rc = ms_cache_model_path(c, name, link, sizeof(link))) < 0)
@@ -1178,8 +1178,9 @@ static int remove_model(ms_cache *c, const char *name, bool if_unused)
 	pathf(meta, sizeof(meta), "%s/models/.meta/%s.json", c->dir, name);
 	if ((lock = lock_layout(c)) < 0)
 		return lock;
-	n = readlink(link, target, sizeof(target) - 1);
-	if (n < 0 && access(meta, F_OK) != 0) {
+	have_snap = ms__cache_snapshot_of(c->dir, name, snap, sizeof(snap)) == 0;
+	if (!have_snap && faccessat(AT_FDCWD, link, F_OK, AT_SYMLINK_NOFOLLOW) != 0 &&
+	    access(meta, F_OK) != 0) {
 		rc = ms__error_set(MS_ENOTFOUND, "%s: no model '%s' in the cache", c->dir, name);
 		goto done;
 	}
@@ -1191,25 +1192,22 @@ static int remove_model(ms_cache *c, const char *name, bool if_unused)
 		}
 		if ((rc = list_models(c, &models, &model_count)) < 0)
 			goto done;
-		for (size_t m = 0; m < model_count; m++)
-			for (size_t k = 0;
-			     strcmp(models[m].name, name) == 0 && k < models[m].key_count; k++)
+		for (size_t m = 0; m < model_count; m++) {
+			if (strcmp(models[m].name, name) != 0)
+				continue;
+			for (size_t k = 0; k < models[m].key_count; k++)
 				if (ms__cache_blob_in_use(c, models[m].keys[k])) {
 					rc = ms__error_set(
 					    MS_EBUSY, "%s: model '%s' has a file open in a process",
 					    c->dir, name);
 					goto done;
 				}
+		}
 	}
 	unlink(link);
 	unlink(meta);
-	if (n > 0) {
-		target[n] = '\0';
-		if (strncmp(target, ".snapshots/", 11) == 0 && strchr(target + 11, '/') == NULL) {
-			pathf(snap, sizeof(snap), "%s/models/%s", c->dir, target);
-			remove_tree(snap);
-		}
-	}
+	if (have_snap)
+		remove_tree(snap);
 done:
 	models_free(models, model_count);
 	if (hold >= 0)

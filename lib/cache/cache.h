@@ -100,6 +100,13 @@ int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, s
 void ms__cache_touch(const ms_cache *c, const char *key);
 
 /**
+ * Writes DIR/models/.snapshots/GEN, the snapshot DIR/models/NAME points at, into `out`.
+ * @return 0; MS_ENOTFOUND (not published); MS_EFORMAT (a link the cache did not make);
+ *         MS_EINVAL (too long).
+ */
+int ms__cache_snapshot_of(const char *dir, const char *name, char *out, size_t size);
+
+/**
  * Locks model `name`'s snapshot exclusively if no reader holds it (see cache_hold.c).
  * @return the locked descriptor, to close once the model is unpublished; -1 if nothing is
  *         published under the name; -2 if a reader holds it.

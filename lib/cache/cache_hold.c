@@ -34,8 +34,7 @@ struct ms_cache_hold {
 	char path[PATH_MAX];
 };
 
-/* Reads DIR/models/NAME's target, which must be ".snapshots/X" with no other '/'. */
-static int snapshot_of(const char *dir, const char *name, char *out, size_t size)
+int ms__cache_snapshot_of(const char *dir, const char *name, char *out, size_t size)
 {
 	char link[PATH_MAX], target[PATH_MAX];
 	ssize_t n;
@@ -70,7 +69,7 @@ int ms_cache_hold_new(ms_cache_hold **out, const char *dir, const char *name)
 		                     "starting with '.')",
 		                     name != NULL ? name : "(null)");
 	for (int attempt = 0; attempt < 8; attempt++) {
-		if ((rc = snapshot_of(dir, name, snap, sizeof(snap))) < 0)
+		if ((rc = ms__cache_snapshot_of(dir, name, snap, sizeof(snap))) < 0)
 			goto done;
 		fd = open(snap, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
@@ -85,7 +84,7 @@ int ms_cache_hold_new(ms_cache_hold **out, const char *dir, const char *name)
 				goto done;
 			}
 		/* Still the published generation? Otherwise try the new one. */
-		if ((rc = snapshot_of(dir, name, again, sizeof(again))) < 0)
+		if ((rc = ms__cache_snapshot_of(dir, name, again, sizeof(again))) < 0)
 			goto done;
 		if (strcmp(snap, again) == 0)
 			break;
@@ -129,7 +128,7 @@ int ms__cache_model_lock(const ms_cache *c, const char *name)
 	char snap[PATH_MAX];
 	int fd;
 
-	if (snapshot_of(c->dir, name, snap, sizeof(snap)) < 0)
+	if (ms__cache_snapshot_of(c->dir, name, snap, sizeof(snap)) < 0)
 		return -1; /* nothing published under the name: nothing to hold */
 	fd = open(snap, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
