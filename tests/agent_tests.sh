@@ -62,11 +62,13 @@ pids+=("$agent")
 if until_ok 20 is_ready "$port" && cmp -s "$tmp/cache/models/v1/model.safetensors" "$tmp/src/v1/model.safetensors"; then
   pass "the agent fetches its configured model and turns ready"
 else fail "the agent fetches its configured model and turns ready" "$(tail -5 "$tmp/agent.log")"; fi
+# The link goes first and the log line follows the collection of the files: wait for both
+# (once in CI the line was checked between the two and not there yet).
 if until_ok 10 test ! -e "$tmp/cache/models/v3"; then
-  grep -q "model v3 evicted: no longer configured and no pod holds it" "$tmp/agent.log" &&
+  until_ok 10 grep -q "model v3 evicted: no longer configured and no pod holds it" "$tmp/agent.log" &&
     pass "a cached model the configuration does not list is evicted at start" ||
     fail "a cached model the configuration does not list is evicted at start" "$(cat "$tmp/agent.log")"
-else fail "a cached model the configuration does not list is evicted at start" "v3 is still there"; fi
+else fail "a cached model the configuration does not list is evicted at start" "v3 is still there: $(tail -3 "$tmp/agent.log")"; fi
 
 # The sidecar sees the cache read-only, as a pod does.
 ro=$tmp/ro
@@ -83,7 +85,8 @@ sport=$(free_port)
 "$cli" serve --cache "$view" --wait-for v1 --listen "127.0.0.1:$sport" >"$tmp/sidecar.log" 2>&1 &
 sidecar=$!
 pids+=("$sidecar")
-if until_ok 10 is_ready "$sport" && grep -q "model v1 is ready at $view/models/v1 after .* s; held while this pod runs" "$tmp/sidecar.log"; then
+# /readyz turns 200 a moment before the line is written: wait for both.
+if until_ok 10 is_ready "$sport" && until_ok 5 grep -q "model v1 is ready at $view/models/v1 after .* s; held while this pod runs" "$tmp/sidecar.log"; then
   pass "the sidecar holds the published model through $how and is ready"
 else fail "the sidecar holds the published model through $how and is ready" "$(cat "$tmp/sidecar.log")"; fi
 
@@ -116,7 +119,7 @@ if wait "$waiter" && grep -q "wait: model v2 is ready at" "$tmp/wait2.out"; then
   pass "wait --cache returns 0 once the model is published"
 else fail "wait --cache returns 0 once the model is published" "$(cat "$tmp/wait2.out")"; fi
 sleep 2 # past the grace: v1 is still held by the first sidecar
-if [ -e "$tmp/cache/models/v1" ] && grep -q "model v1 is no longer configured but a pod holds it; kept" "$tmp/agent.log"; then
+if until_ok 5 grep -q "model v1 is no longer configured but a pod holds it; kept" "$tmp/agent.log" && [ -e "$tmp/cache/models/v1" ]; then
   pass "a removed model that a pod holds is kept"
 else fail "a removed model that a pod holds is kept" "$(cat "$tmp/agent.log")"; fi
 v1_blobs=$(readlink -f "$tmp/cache/models/v1/model.safetensors")
