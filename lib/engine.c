@@ -1,13 +1,15 @@
 /*
- * engine.c - worker threads that fill the arena, and in-order delivery.
+ * engine.c - the worker threads that run every read of the library, and in-order delivery.
  *
  * Design. The plan is a list of extents, each a list of reads. One mutex guards the
  * dispatch cursor, the arena's ring and every extent's state; the reads themselves run
  * outside it, so the lock is held only for bookkeeping between reads (a few per 8 MiB).
  *
+ *  - Where bytes land is the sink's business (sink.h): the host arena, a file's mapping,
+ *    or a node-cache download. The engine only orders the work.
  *  - Dispatch is strictly in plan order: a worker takes the next read; if that read is the
- *    first of its extent, the worker first reserves the extent's block in the arena. Since
- *    reservations happen in plan order, the arena's ring order is the plan order, and
+ *    first of its extent, the worker first reserves the extent's block in the sink. Since
+ *    reservations happen in plan order, a ring's order is the plan order, and
  *    releasing "oldest first" is releasing in file order.
  *  - A worker that finds no room waits on `space_freed`; the consumer signals it when a
  *    release lets the ring's tail advance. Storage therefore never idles while there is
@@ -28,17 +30,16 @@
 #include <time.h>
 
 #include "alloc.h"
-#include "arena.h"
 #include "engine.h"
 #include "error.h"
 
 enum { TENSOR_PENDING = 0, TENSOR_DELIVERED, TENSOR_RELEASED };
 
 typedef struct {
-	size_t arena_offset;
+	unsigned char *block; /* where the sink put read_start */
 	size_t reads_done;
 	size_t unreleased; /* tensors not yet released (delivered or not) */
-	int reserved;      /* has its block in the arena */
+	int reserved;      /* has its block in the sink */
 	int complete;      /* every read has finished */
 } extent_state;
 
@@ -56,15 +57,18 @@ struct ms__engine {
 	char failed_message[MS__ERROR_MAX];
 	size_t dispatch_extent; /* the next read to issue is read dispatch_read of this */
 	size_t dispatch_read;
-	size_t oldest_held; /* the oldest extent that may still hold arena space */
-	size_t next_tensor; /* the next plan tensor to deliver */
+	size_t oldest_held;  /* the oldest extent that may still hold space in the sink */
+	size_t next_tensor;  /* the next plan tensor to deliver */
+	size_t extents_done; /* complete extents, for ms__engine_wait() */
 	extent_state *extents;
 	unsigned char *tensor_states;
-	ms__arena arena;
 
-	/* Written by start, read-only afterwards. */
+	/* Written by start, read-only afterwards; sources_set says they are there, for the
+	 * calls that may come from any thread (cancel, received). */
 	const ms__plan *plan;
 	ms__source *const *sources;
+	size_t source_count;
+	atomic_bool sources_set;
 	const ms_tensor *table;
 	ms__engine_options opts;
 	pthread_t *threads;
@@ -125,15 +129,18 @@ static int take_read_locked(ms__engine *e, size_t *extent_index, size_t *read_in
 			e->dispatch_extent++;
 			continue;
 		}
-		if (!st->reserved && e->opts.mapped != NULL) {
-			st->reserved = 1; /* the bytes stay where they are, in the file's mapping */
-		} else if (!st->reserved) {
-			if (ms__arena_reserve(&e->arena, &st->arena_offset, (size_t)span_of(x),
-			                      (size_t)e->opts.alignment) != 0) {
+		if (!st->reserved) {
+			int rc = e->opts.sink->ops->reserve(e->opts.sink, x, &st->block);
+
+			if (rc == MS__SINK_FULL) {
 				/* Let a waiting consumer check whether it holds the space. */
 				pthread_cond_broadcast(&e->progress);
 				pthread_cond_wait(&e->space_freed, &e->lock);
 				continue;
+			}
+			if (rc < 0) {
+				fail_locked(e);
+				return 0;
 			}
 			st->reserved = 1;
 		}
@@ -163,13 +170,8 @@ static void *worker_main(void *arg)
 
 		ms__plan_read_range(x, e->opts.chunk_size, ri, &offset, &length);
 		pthread_mutex_unlock(&e->lock);
-		if (e->opts.mapped != NULL)
-			rc = ms__mapping_populate(&e->opts.mapped[x->file_index], offset, length,
-			                          src->location);
-		else
-			rc = ms__source_read(
-			    src, e->arena.base + st->arena_offset + (offset - x->read_start),
-			    offset, (size_t)length);
+		rc = e->opts.sink->ops->fill(e->opts.sink, src, x->file_index,
+		                             st->block + (offset - x->read_start), offset, length);
 		atomic_fetch_add_explicit(&e->read_requests, 1, memory_order_relaxed);
 		pthread_mutex_lock(&e->lock);
 		if (rc < 0) {
@@ -182,6 +184,7 @@ static void *worker_main(void *arg)
 		atomic_fetch_add_explicit(&e->bytes_read, length, memory_order_relaxed);
 		if (++st->reads_done == x->read_count) {
 			st->complete = 1;
+			e->extents_done++;
 			pthread_cond_broadcast(&e->progress);
 		}
 	}
@@ -200,14 +203,14 @@ int ms__engine_new(ms__engine **out)
 	pthread_cond_init(&e->space_freed, NULL);
 	pthread_cond_init(&e->progress, NULL);
 	atomic_init(&e->canceled, false);
+	atomic_init(&e->sources_set, false);
 	*out = e;
 	return 0;
 }
 
 int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sources,
-                     const ms_tensor *table, const ms__engine_options *opts)
+                     size_t source_count, const ms_tensor *table, const ms__engine_options *opts)
 {
-	size_t arena_size;
 	int rc = 0;
 
 	pthread_mutex_lock(&e->lock);
@@ -217,6 +220,8 @@ int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sou
 	}
 	e->plan = plan;
 	e->sources = sources;
+	e->source_count = source_count;
+	atomic_store_explicit(&e->sources_set, true, memory_order_release);
 	e->table = table;
 	e->opts = *opts;
 	e->extents = ms__calloc(plan->extent_count, sizeof(*e->extents));
@@ -230,11 +235,8 @@ int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sou
 	for (size_t i = 0; i < plan->extent_count; i++) {
 		e->extents[i].unreleased = plan->extents[i].tensor_count;
 		e->extents[i].complete = plan->extents[i].read_count == 0;
+		e->extents_done += e->extents[i].complete;
 	}
-	arena_size = (size_t)(opts->ring ? opts->ring_size : plan->spans_total);
-	if (opts->mapped == NULL &&
-	    (rc = ms__arena_map(&e->arena, arena_size, opts->arena_pages)) < 0)
-		goto done;
 	atomic_store_explicit(&e->start_ns, now_ns(), memory_order_relaxed);
 	e->started = 1;
 	for (size_t i = 0; i < opts->concurrency && i < plan->read_count; i++) {
@@ -285,14 +287,18 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 		st = &e->extents[plan->tensors[index].extent];
 		if (st->complete)
 			break;
-		if (e->opts.ring && !st->reserved &&
-		    !ms__arena_fits(&e->arena, (size_t)span_of(x), (size_t)e->opts.alignment)) {
-			rc =
-			    ms__error_set(MS_ELIMIT,
-			                  "memory limit: the next %llu bytes do not fit in the "
-			                  "%zu-byte arena while delivered tensors are not released "
-			                  "(call ms_tensor_release, or raise the memory limit)",
-			                  (unsigned long long)span_of(x), e->arena.size);
+		if (!st->reserved && e->opts.sink->ops->fits != NULL &&
+		    !e->opts.sink->ops->fits(e->opts.sink, x)) {
+			ms_stats arena = {0};
+
+			if (e->opts.sink->ops->stats != NULL)
+				e->opts.sink->ops->stats(e->opts.sink, &arena);
+			rc = ms__error_set(
+			    MS_ELIMIT,
+			    "memory limit: the next %llu bytes do not fit in the "
+			    "%llu-byte arena while delivered tensors are not released "
+			    "(call ms_tensor_release, or raise the memory limit)",
+			    (unsigned long long)span_of(x), (unsigned long long)arena.arena_bytes);
 			goto done;
 		}
 		pthread_cond_wait(&e->progress, &e->lock);
@@ -302,14 +308,8 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 
 		*out_index = index;
 		/* An extent of empty tensors has no block; any valid pointer will do. */
-		if (e->opts.mapped != NULL)
-			*out_data = e->opts.mapped[x->file_index].base != NULL
-			                ? e->opts.mapped[x->file_index].base + t->file_offset
-			                : (const void *)e;
-		else
-			*out_data = x->read_count == 0 ? e->arena.base
-			                               : e->arena.base + st->arena_offset +
-			                                     (t->file_offset - x->read_start);
+		*out_data = x->read_count == 0 ? (const void *)e
+		                               : st->block + (t->file_offset - x->read_start);
 		e->tensor_states[index] = TENSOR_DELIVERED;
 		e->next_tensor++;
 		atomic_fetch_add_explicit(&e->bytes_delivered, t->size, memory_order_relaxed);
@@ -336,16 +336,14 @@ int ms__engine_release(ms__engine *e, size_t index)
 	}
 	e->tensor_states[index] = TENSOR_RELEASED;
 	e->extents[plan->tensors[index].extent].unreleased--;
-	if (!e->opts.ring)
-		goto done;
 	while (e->oldest_held < plan->extent_count) {
 		const ms__extent *x = &plan->extents[e->oldest_held];
 		extent_state *st = &e->extents[e->oldest_held];
 
 		if (st->unreleased != 0)
 			break;
-		if (st->reserved)
-			ms__arena_release_oldest(&e->arena, st->arena_offset, (size_t)span_of(x));
+		if (st->reserved && e->opts.sink->ops->release != NULL)
+			e->opts.sink->ops->release(e->opts.sink, x, st->block);
 		st->reserved = 0;
 		e->oldest_held++;
 		pthread_cond_broadcast(&e->space_freed);
@@ -355,13 +353,71 @@ done:
 	return rc;
 }
 
-void ms__engine_cancel(ms__engine *e)
+int ms__engine_wait(ms__engine *e, unsigned timeout_ms)
+{
+	struct timespec until;
+	int rc;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		if (atomic_load_explicit(&e->canceled, memory_order_acquire)) {
+			rc = ms__error_set(MS_ECANCELED, "canceled");
+			break;
+		}
+		if (e->failed_code != 0) {
+			rc = ms__error_set(e->failed_code, "%s", e->failed_message);
+			break;
+		}
+		if (!e->started || e->extents_done == e->plan->extent_count) {
+			rc = e->started
+			         ? 0
+			         : ms__error_set(MS_ESTATE, "the engine has not been started");
+			break;
+		}
+		if (pthread_cond_timedwait(&e->progress, &e->lock, &until) != 0) {
+			rc = 1;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+uint64_t ms__engine_received(const ms__engine *e)
+{
+	uint64_t n = atomic_load_explicit(&e->bytes_read, memory_order_relaxed), arriving = 0;
+
+	if (!atomic_load_explicit(&e->sources_set, memory_order_acquire))
+		return n;
+	for (size_t i = 0; i < e->source_count; i++)
+		arriving += ms__source_received(e->sources[i]);
+	return arriving > n ? arriving : n;
+}
+
+/* Stops dispatch and wakes everyone; reads in flight finish. */
+static void stop(ms__engine *e)
 {
 	atomic_store_explicit(&e->canceled, true, memory_order_release);
 	pthread_mutex_lock(&e->lock);
 	pthread_cond_broadcast(&e->progress);
 	pthread_cond_broadcast(&e->space_freed);
 	pthread_mutex_unlock(&e->lock);
+}
+
+void ms__engine_cancel(ms__engine *e)
+{
+	stop(e);
+	/* Reads in flight are aborted too, where the back end can (a transfer). */
+	if (atomic_load_explicit(&e->sources_set, memory_order_acquire))
+		for (size_t i = 0; i < e->source_count; i++)
+			ms__source_cancel(e->sources[i]);
 }
 
 void ms__engine_stats(const ms__engine *e, ms_stats *out)
@@ -379,8 +435,8 @@ void ms__engine_stats(const ms__engine *e, ms_stats *out)
 	/* Start writes the arena and the plan under the lock, maybe on another thread. The
 	 * const is cast away only to take the lock. */
 	pthread_mutex_lock((pthread_mutex_t *)&e->lock);
-	out->arena_bytes = e->arena.size;
-	out->arena_huge_pages = e->arena.pages;
+	if (e->started && e->opts.sink->ops->stats != NULL)
+		e->opts.sink->ops->stats(e->opts.sink, out);
 	if (e->started) {
 		out->bytes_total = e->plan->bytes_total;
 		out->tensors_total = e->plan->tensor_count;
@@ -392,10 +448,9 @@ void ms__engine_free(ms__engine *e)
 {
 	if (e == NULL)
 		return;
-	ms__engine_cancel(e);
+	stop(e);
 	for (size_t i = 0; i < e->thread_count; i++)
 		pthread_join(e->threads[i], NULL);
-	ms__arena_unmap(&e->arena);
 	ms__free(e->threads);
 	ms__free(e->tensor_states);
 	ms__free(e->extents);

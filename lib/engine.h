@@ -1,8 +1,13 @@
 /*
- * engine.h - the workers that execute a read plan into the arena, and delivery in order.
+ * engine.h - the workers that execute a read plan into a sink, and delivery in order.
  *
- * Thread rules: ms__engine_cancel() may be called from any thread at any time while the
- * engine exists. Every other call comes from the thread that owns the streamer.
+ * The engine is the only code in the library that creates reader threads: streaming into
+ * the host arena, mapped delivery and node-cache downloads all run through it, each with
+ * its sink (sink.h).
+ *
+ * Thread rules: ms__engine_cancel() and ms__engine_received() may be called from any
+ * thread at any time while the engine exists. Every other call comes from the thread that
+ * owns the engine.
  */
 #ifndef MS_ENGINE_H
 #define MS_ENGINE_H
@@ -12,7 +17,7 @@
 
 #include "modelstream.h"
 #include "plan.h"
-#include "sink_mapped.h"
+#include "sink.h"
 #include "source.h"
 
 typedef struct ms__engine ms__engine;
@@ -21,25 +26,32 @@ typedef struct {
 	unsigned concurrency; /* worker threads, at least 1 */
 	uint64_t chunk_size;  /* as given to the plan */
 	uint64_t alignment;   /* as given to the plan */
-	int ring;             /* 0: one block for everything; 1: a ring of ring_size bytes */
-	uint64_t ring_size;
-	int arena_pages; /* an ms_arena_pages value */
-	/* Mapped delivery when not NULL: one mapping per file (indexed like `sources`).
-	 * No arena then; each read populates its range of the mapping, and a tensor's data
-	 * points into it (see sink_mapped.h). */
-	const ms__mapping *mapped;
+	ms__sink *sink;       /* where bytes land; the caller owns it and frees it after */
 } ms__engine_options;
 
 /** Creates an idle engine; only cancel and free are valid until start. */
 int ms__engine_new(ms__engine **out);
 
 /**
- * Maps the arena and starts the workers on `plan`. `plan`, `sources` (indexed by file)
- * and `table` (the tensor table the plan indexes) must outlive the engine. Returns 0,
- * MS_ENOMEM (arena or threads), MS_ECANCELED.
+ * Starts the workers on `plan`. `plan`, `sources` (`source_count` of them, indexed by
+ * file), `table` (the tensor table the plan indexes; NULL for a plan without tensors) and
+ * the sink must outlive the engine. Returns 0, MS_ENOMEM (threads), MS_ECANCELED.
  */
 int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sources,
-                     const ms_tensor *table, const ms__engine_options *opts);
+                     size_t source_count, const ms_tensor *table, const ms__engine_options *opts);
+
+/**
+ * Waits up to `timeout_ms` for every read of the plan to finish (a plan without tensors:
+ * a download). Returns 0 when all are done, 1 on timeout, or the error that stopped the
+ * engine (MS_ECANCELED after cancel).
+ */
+int ms__engine_wait(ms__engine *e, unsigned timeout_ms);
+
+/**
+ * Bytes read so far, counting the reads still in progress where the source counts bytes
+ * as they arrive (object storage), for progress that moves during a long read.
+ */
+uint64_t ms__engine_received(const ms__engine *e);
 
 /**
  * Waits until the next tensor of the plan is in memory. Returns 0 with its index in
@@ -52,13 +64,15 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data);
 /** Releases delivered tensor `index`; returns 0 or MS_EINVAL (not delivered / twice). */
 int ms__engine_release(ms__engine *e, size_t index);
 
-/** Stops the engine; see the thread rules above. */
+/** Stops the engine: no read starts, reads in flight are aborted where the source can
+ * (ms__source_cancel). See the thread rules above. */
 void ms__engine_cancel(ms__engine *e);
 
 /** Fills the counters the engine owns. */
 void ms__engine_stats(const ms__engine *e, ms_stats *out);
 
-/** Cancels, joins the workers, unmaps the arena and frees the engine. Accepts NULL. */
+/** Stops dispatch, joins the workers (reads in flight finish) and frees the engine.
+ * Accepts NULL. */
 void ms__engine_free(ms__engine *e);
 
 #endif

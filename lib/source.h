@@ -34,6 +34,18 @@ typedef struct {
 	int (*map)(ms__source *src, ms__mapping *out);
 	/** Optional with map: true if the bytes are in memory already (tmpfs, page cache). */
 	bool (*in_memory)(ms__source *src);
+	/**
+	 * Optional: the bytes that have arrived so far for reads of this source, counted as
+	 * they arrive (a read in progress included), for progress. NULL where a read is one
+	 * system call: completed reads are counted by the engine.
+	 */
+	uint64_t (*received)(ms__source *src);
+	/** Optional: aborts reads in flight and makes later ones fail with MS_ECANCELED. Any
+	 * thread, at any time. */
+	void (*cancel)(ms__source *src);
+	/** Optional: congestion signals seen so far ("slow down" answers, timeouts), for
+	 * admission control. */
+	unsigned (*throttles)(ms__source *src);
 } ms__source_ops;
 
 struct ms__source {
@@ -54,6 +66,22 @@ int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct
 static inline int ms__source_read(ms__source *src, void *dst, uint64_t offset, size_t length)
 {
 	return src->ops->read_range(src, dst, offset, length);
+}
+
+static inline uint64_t ms__source_received(ms__source *src)
+{
+	return src->ops->received != NULL ? src->ops->received(src) : 0;
+}
+
+static inline void ms__source_cancel(ms__source *src)
+{
+	if (src->ops->cancel != NULL)
+		src->ops->cancel(src);
+}
+
+static inline unsigned ms__source_throttles(ms__source *src)
+{
+	return src->ops->throttles != NULL ? src->ops->throttles(src) : 0;
 }
 
 static inline void ms__source_close(ms__source *src)

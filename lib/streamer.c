@@ -43,6 +43,7 @@ struct ms_streamer {
 	ms_streamer_options opts;
 	ms_deliver delivery;   /* COPY or MAPPED once started; AUTO before */
 	ms__mapping *mappings; /* MAPPED: one per file */
+	ms__sink *sink;        /* where the engine's reads land; freed after the engine */
 	char **select;         /* copies of opts.select */
 	bool chunk_auto;       /* the caller set no chunk size: the sources may choose */
 
@@ -525,9 +526,9 @@ static int start(ms_streamer *s)
 	    .concurrency = s->opts.concurrency,
 	    .chunk_size = s->opts.chunk_size,
 	    .alignment = READ_ALIGNMENT,
-	    .ring = s->opts.memory_limit >= 0,
-	    .arena_pages = s->opts.arena_pages,
 	};
+	int ring = s->opts.memory_limit >= 0;
+	uint64_t ring_size;
 	unsigned char *selected = NULL;
 	size_t largest = SIZE_MAX;
 	int rc = 0;
@@ -536,8 +537,7 @@ static int start(ms_streamer *s)
 		goto done;
 	if (s->delivery == MS_DELIVER_MAPPED) {
 		/* The file's own pages: no arena, no ring, nothing for a limit to bound. */
-		engine_opts.ring = 0;
-		engine_opts.mapped = s->mappings;
+		ring = 0;
 	}
 	selected = ms__calloc(s->table_count, 1);
 	if (selected == NULL && s->table_count > 0) {
@@ -550,7 +550,7 @@ static int start(ms_streamer *s)
 		    (largest == SIZE_MAX || s->table[i].size > s->table[largest].size))
 			largest = i;
 	}
-	if (engine_opts.ring && s->opts.memory_limit > 0 && largest != SIZE_MAX &&
+	if (ring && s->opts.memory_limit > 0 && largest != SIZE_MAX &&
 	    (uint64_t)s->opts.memory_limit < s->table[largest].size) {
 		char printable[MS__PRINTABLE_MAX];
 
@@ -566,20 +566,29 @@ static int start(ms_streamer *s)
 	}
 	/* In a ring, several extents must fit at once or storage idles while the caller
 	 * works: small tensors merge into extents of at most a quarter of the ring. */
-	if (engine_opts.ring && s->opts.memory_limit > 0 &&
+	if (ring && s->opts.memory_limit > 0 &&
 	    (uint64_t)s->opts.memory_limit / 4 < plan_opts.extent_target)
 		plan_opts.extent_target = (uint64_t)s->opts.memory_limit / 4;
 	if ((rc = ms__plan_build(&s->plan, s->table, s->table_count, selected, &plan_opts)) < 0)
 		goto done;
-	engine_opts.ring_size = (uint64_t)s->opts.memory_limit;
-	if (engine_opts.ring_size < s->plan.largest_span)
-		engine_opts.ring_size = s->plan.largest_span;
+	ring_size = (uint64_t)s->opts.memory_limit;
+	if (ring_size < s->plan.largest_span)
+		ring_size = s->plan.largest_span;
 	s->delivered = ms__calloc(s->plan.tensor_count, sizeof(*s->delivered));
 	if (s->delivered == NULL && s->plan.tensor_count > 0) {
 		rc = ms__error_set(MS_ENOMEM, "out of memory starting to stream");
 		goto done;
 	}
-	rc = ms__engine_start(s->engine, &s->plan, s->sources, s->table, &engine_opts);
+	if (s->delivery == MS_DELIVER_MAPPED)
+		rc = ms__sink_mapped_new(&s->sink, s->mappings);
+	else
+		rc = ms__sink_host_new(&s->sink, ring ? ring_size : s->plan.spans_total, ring,
+		                       READ_ALIGNMENT, s->opts.arena_pages);
+	if (rc < 0)
+		goto done;
+	engine_opts.sink = s->sink;
+	rc = ms__engine_start(s->engine, &s->plan, s->sources, s->file_count, s->table,
+	                      &engine_opts);
 done:
 	ms__free(selected);
 	return rc;
@@ -672,6 +681,7 @@ void ms_streamer_free(ms_streamer *s)
 	if (s == NULL)
 		return;
 	ms__engine_free(s->engine); /* joins the workers before their sources close */
+	ms__sink_free(s->sink);
 	for (size_t i = 0; s->mappings != NULL && i < s->file_count; i++)
 		ms__mapping_close(&s->mappings[i]);
 	ms__free(s->mappings);

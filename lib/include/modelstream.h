@@ -83,6 +83,32 @@ MS_EXTERN const ms_error *ms_error_last(void);
 MS_EXTERN const char *ms_strerror(int code);
 
 /* ---------------------------------------------------------------------------------------- */
+/* Cancellation                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+
+/**
+ * A cancellation token for the long calls (ms_cache_fetch(), ms_push(), ms_list_with()).
+ * Fire it from any thread, or from a signal handler, and the call it was given to stops:
+ * transfers in flight are aborted, backoffs end, and the call returns MS_ECANCELED within
+ * about a quarter of a second. What was done stays done: a canceled fetch leaves its
+ * partial download to be resumed, a canceled upload is aborted on the store. A token stays
+ * fired; make a new one for the next call.
+ */
+typedef struct ms_cancel ms_cancel;
+
+/** Creates a token that has not fired. Returns 0, MS_EINVAL or MS_ENOMEM. */
+MS_EXTERN int ms_cancel_new(ms_cancel **out);
+
+/** Fires the token. Any thread; async-signal-safe (one atomic store). Accepts NULL. */
+MS_EXTERN void ms_cancel_fire(ms_cancel *c);
+
+/** 1 once the token has fired, else 0 (also for NULL). Any thread. */
+MS_EXTERN int ms_cancel_fired(const ms_cancel *c);
+
+/** Frees the token; no call that was given it may still be running. Accepts NULL. */
+MS_EXTERN void ms_cancel_free(ms_cancel *c);
+
+/* ---------------------------------------------------------------------------------------- */
 /* Data types                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 

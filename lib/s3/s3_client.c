@@ -50,6 +50,8 @@ struct ms__s3_client {
 	atomic_uint reasons[MS_RETRY_REASONS]; /* retries by reason, for metrics */
 	atomic_uint seed_seq;                  /* spreads the jitter seeds of concurrent requests */
 	atomic_uint refs;                      /* sources sharing the client hold one each */
+	atomic_bool canceled;                  /* ms__s3_client_cancel(): every request stops */
+	const ms_cancel *cancel;               /* the caller's token, or NULL */
 
 	pthread_mutex_t pool_lock; /* guards pool and pool_count */
 	CURL *pool[POOL_MAX];
@@ -63,7 +65,9 @@ typedef struct {
 	size_t capacity;
 	size_t received;
 	bool overflow;
-	bool keep_body; /* a 2xx body without dst goes to resp->body */
+	bool keep_body;                /* a 2xx body without dst goes to resp->body */
+	atomic_uint_fast64_t *counter; /* the request's received counter, or NULL */
+	ms__s3_client *client;
 	ms__s3_response *resp;
 	time_t server_date; /* the Date header, 0 if none */
 } attempt;
@@ -111,6 +115,8 @@ static size_t on_body(char *data, size_t size, size_t count, void *payload)
 		}
 		memcpy(a->dst + a->received, data, n);
 		a->received += n;
+		if (a->counter != NULL)
+			atomic_fetch_add_explicit(a->counter, n, memory_order_relaxed);
 		return n;
 	}
 	if (status >= 200 && status < 300 && a->keep_body) {
@@ -253,7 +259,28 @@ static int retry_reason(int rc, CURLcode cc, long status)
 	return MS_RETRY_TRUNCATED; /* a 2xx whose body ended early */
 }
 
-static void backoff(unsigned retry, unsigned *seed)
+bool ms__s3_client_canceled(const ms__s3_client *c)
+{
+	return atomic_load_explicit(&c->canceled, memory_order_acquire) ||
+	       ms__cancel_fired(c->cancel);
+}
+
+void ms__s3_client_cancel(ms__s3_client *c)
+{
+	atomic_store_explicit(&c->canceled, true, memory_order_release);
+}
+
+/* curl's progress callback: a non-zero return aborts the transfer (cancellation). */
+static int on_progress(void *payload, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+	const attempt *a = payload;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return ms__s3_client_canceled(a->client) ? 1 : 0;
+}
+
+static void backoff(const ms__s3_client *c, unsigned retry, unsigned *seed)
 {
 	unsigned long cap = BACKOFF_BASE_MS << (retry < 10 ? retry : 10);
 	unsigned long ms;
@@ -263,7 +290,13 @@ static void backoff(unsigned retry, unsigned *seed)
 	/* Full jitter: many clients backing off at once spread out instead of returning
 	 * together. */
 	ms = (unsigned long)rand_r(seed) % (cap + 1);
-	usleep((useconds_t)(ms * 1000));
+	/* In slices, so that a cancellation is seen within 50 ms. */
+	while (ms > 0 && !ms__s3_client_canceled(c)) {
+		unsigned long slice = ms < 50 ? ms : 50;
+
+		usleep((useconds_t)(slice * 1000));
+		ms -= slice;
+	}
 }
 
 /* Takes `cost` tokens from the budget; false when it cannot pay. */
@@ -458,6 +491,9 @@ static int perform(ms__s3_client *c, const prepared *p, attempt *a, bool force_r
 	curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, a);
 	curl_easy_setopt(a->curl, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(a->curl, CURLOPT_HEADERDATA, a);
+	curl_easy_setopt(a->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(a->curl, CURLOPT_XFERINFODATA, a);
+	curl_easy_setopt(a->curl, CURLOPT_NOPROGRESS, 0L);
 	/* Bodies bound for the arena: a large receive buffer means one recv() and one write
 	 * callback per 512 KiB instead of per 16 KiB. Measured on loopback from nginx: 1.2 GB/s
 	 * with curl's default, 2.0-2.2 GB/s with this, with half the system time. */
@@ -545,11 +581,17 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 	a.dst = req->dst;
 	a.capacity = req->capacity;
 	a.keep_body = req->dst == NULL;
+	a.counter = req->received;
+	a.client = c;
 	a.resp = resp;
 	for (;;) {
 		size_t before = a.received;
 		int cost;
 
+		if (ms__s3_client_canceled(c)) {
+			rc = ms__error_set(MS_ECANCELED, "%s: canceled", what);
+			break;
+		}
 		a.overflow = false;
 		a.server_date = 0;
 		reset_body(resp);
@@ -596,6 +638,10 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 			rc = http_error(c, what, resp, req->dst != NULL ? req->if_match : NULL);
 			break;
 		}
+		if (rc < 0 && (cc == CURLE_ABORTED_BY_CALLBACK || ms__s3_client_canceled(c))) {
+			rc = ms__error_set(MS_ECANCELED, "%s: canceled", what);
+			break;
+		}
 		if (rc < 0 && !retryable_curl(cc)) {
 			rc = ms__error_set(MS_EIO, "%s: %s (endpoint %s, from %s)%s", what,
 			                   curl_easy_strerror(cc), c->loc.endpoint,
@@ -635,7 +681,7 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 		if (cc == CURLE_OPERATION_TIMEDOUT || resp->status == 503 || resp->status == 429)
 			atomic_fetch_add(&c->throttles, 1);
 		atomic_fetch_add(&c->reasons[retry_reason(rc, cc, resp->status)], 1);
-		backoff(failures, &seed);
+		backoff(c, failures, &seed);
 	}
 	if (cr != NULL) {
 		ms__creds_clear(cr);
@@ -691,6 +737,7 @@ int ms__s3_client_open(ms__s3_client **out, const char *url, const ms__s3_client
 	atomic_init(&c->refs, 1);
 	if ((rc = ms__aws_config_load(&c->config, NULL)) < 0)
 		goto fail;
+	c->cancel = opts->cancel;
 	c->stall_seconds = stall != NULL ? strtol(stall, NULL, 10) : 0;
 	if (c->stall_seconds <= 0)
 		c->stall_seconds = DEFAULT_STALL_SECONDS;

@@ -22,10 +22,12 @@
 #ifndef MS_S3_CLIENT_H
 #define MS_S3_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cancel.h"
 #include "s3_sigv4.h"
 #include "s3_url.h"
 
@@ -51,6 +53,8 @@ typedef struct {
 	bool anonymous;
 	/** Resolve only: no credentials are looked for (for `doctor` on a broken chain). */
 	bool no_credentials;
+	/** The caller's cancellation token, or NULL: once fired, every request stops. */
+	const ms_cancel *cancel;
 } ms__s3_client_options;
 
 /**
@@ -101,6 +105,8 @@ typedef struct {
 	size_t capacity;
 	uint64_t offset;
 	const char *if_match;
+	/** Counts the body bytes of a ranged GET as they arrive (progress); NULL for none. */
+	atomic_uint_fast64_t *received;
 } ms__s3_request;
 
 /** What came back from a request that reached the server. */
@@ -127,6 +133,16 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 
 /** Frees the body of `resp`. */
 void ms__s3_response_free(ms__s3_response *resp);
+
+/**
+ * Stops every request of the client, now and from now on: transfers in flight are aborted
+ * (curl's progress callback, within a fraction of a second), backoffs end, and
+ * ms__s3_send() returns MS_ECANCELED. Any thread, at any time.
+ */
+void ms__s3_client_cancel(ms__s3_client *c);
+
+/** True once ms__s3_client_cancel() was called or the client's token fired. */
+bool ms__s3_client_canceled(const ms__s3_client *c);
 
 /** Requests retried and tokens left in the budget, for tests and statistics. */
 unsigned ms__s3_client_retries(const ms__s3_client *c);

@@ -14,6 +14,7 @@
  *    write callback refuses anything past the requested range. Retries, clock skew and
  *    expired tokens are the client's business.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -34,6 +35,7 @@ typedef struct {
 	char *url; /* set when the source shares a client opened for its prefix */
 	char *key;
 	char etag[MS__S3_CLIENT_ETAG_SIZE];
+	atomic_uint_fast64_t received; /* body bytes of this object's reads so far */
 } s3_source;
 
 static int s3_read_range(ms__source *src, void *dst, uint64_t offset, size_t length)
@@ -44,7 +46,8 @@ static int s3_read_range(ms__source *src, void *dst, uint64_t offset, size_t len
 	                      .what = s->url,
 	                      .dst = dst,
 	                      .offset = offset,
-	                      .if_match = s->etag};
+	                      .if_match = s->etag,
+	                      .received = &s->received};
 	ms__s3_response resp;
 	int rc;
 
@@ -68,9 +71,28 @@ static void s3_close(ms__source *src)
 	ms__free(s);
 }
 
+static uint64_t s3_received(ms__source *src)
+{
+	return atomic_load_explicit(&((s3_source *)src)->received, memory_order_relaxed);
+}
+
+/* Cancels the client, which sources of one listing share: the whole stream or fetch stops. */
+static void s3_cancel(ms__source *src)
+{
+	ms__s3_client_cancel(((s3_source *)src)->client);
+}
+
+static unsigned s3_throttles(ms__source *src)
+{
+	return ms__s3_client_throttles(((s3_source *)src)->client);
+}
+
 static const ms__source_ops s3_ops = {
     .read_range = s3_read_range,
     .close = s3_close,
+    .received = s3_received,
+    .cancel = s3_cancel,
+    .throttles = s3_throttles,
 };
 
 bool ms__source_s3_handles(const char *location)
