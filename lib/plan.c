@@ -115,3 +115,34 @@ void ms__plan_read_range(const ms__extent *e, uint64_t chunk_size, size_t read_i
 	*out_offset = offset;
 	*out_length = left < chunk_size ? left : chunk_size;
 }
+
+int ms__plan_chunks(ms__plan *out, uint64_t size, uint64_t chunk_size, const unsigned char *skip)
+{
+	uint64_t chunks = chunk_size > 0 ? (size + chunk_size - 1) / chunk_size : 0;
+
+	memset(out, 0, sizeof(*out));
+	if (chunks > SIZE_MAX / sizeof(*out->extents))
+		return ms__error_set(MS_ENOMEM, "a plan of %llu chunks",
+		                     (unsigned long long)chunks);
+	out->extents = ms__calloc(chunks > 0 ? (size_t)chunks : 1, sizeof(*out->extents));
+	if (out->extents == NULL)
+		return ms__error_set(MS_ENOMEM, "out of memory planning %llu chunks",
+		                     (unsigned long long)chunks);
+	for (uint64_t i = 0; i < chunks; i++) {
+		ms__extent *x;
+
+		if (skip != NULL && skip[i])
+			continue;
+		x = &out->extents[out->extent_count++];
+		x->read_start = i * chunk_size;
+		x->read_end = size - x->read_start < chunk_size ? size : x->read_start + chunk_size;
+		x->read_count = 1;
+		x->bytes = x->read_end - x->read_start;
+		out->read_count++;
+		out->bytes_total += x->bytes;
+		out->spans_total += x->bytes;
+		if (x->bytes > out->largest_span)
+			out->largest_span = x->bytes;
+	}
+	return 0;
+}

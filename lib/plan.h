@@ -56,6 +56,13 @@ typedef struct {
 int ms__plan_build(ms__plan *out, const ms_tensor *table, size_t count,
                    const unsigned char *selected, const ms__plan_options *opts);
 
+/**
+ * Plans a whole-object download: one extent of one read per `chunk_size` bytes of file 0
+ * (`size` bytes), leaving out chunk i where `skip[i]` is set (done before; `skip` may be
+ * NULL). No tensors. Returns 0 or MS_ENOMEM.
+ */
+int ms__plan_chunks(ms__plan *out, uint64_t size, uint64_t chunk_size, const unsigned char *skip);
+
 void ms__plan_free(ms__plan *plan);
 
 /** The file range of read `read_index` (0-based) of extent `e`. */

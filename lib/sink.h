@@ -46,8 +46,8 @@ typedef struct {
 	 * Moves bytes [offset, offset + length) of `src` (file `file` of the plan) to `dst`,
 	 * inside the extent's region. Returns 0 or an MS_E* code with the message set.
 	 */
-	int (*fill)(ms__sink *k, ms__source *src, size_t file, unsigned char *dst,
-	            uint64_t offset, uint64_t length);
+	int (*fill)(ms__sink *k, ms__source *src, size_t file, unsigned char *dst, uint64_t offset,
+	            uint64_t length);
 	/** Optional: the oldest extent still held, `x` at `block`, is no longer used. */
 	void (*release)(ms__sink *k, const ms__extent *x, unsigned char *block);
 	/** Optional: fills the arena fields of `out`. */
@@ -72,6 +72,14 @@ int ms__sink_host_new(ms__sink **out, uint64_t size, int ring, uint64_t alignmen
  * read faults its range in. Returns 0 or MS_ENOMEM.
  */
 int ms__sink_mapped_new(ms__sink **out, const ms__mapping *mappings);
+
+/**
+ * A node-cache download (cache/sink_cache.c): chunk i of `chunk` bytes lands at map + i *
+ * chunk, then byte state_offset + i of `state_fd` is set to 1. Plans come from
+ * ms__plan_chunks(). Returns 0 or MS_ENOMEM.
+ */
+int ms__sink_cache_new(ms__sink **out, unsigned char *map, int state_fd, uint64_t chunk,
+                       uint64_t state_offset);
 
 static inline void ms__sink_free(ms__sink *k)
 {

@@ -38,8 +38,8 @@ static bool host_fits(const ms__sink *k, const ms__extent *x)
 	return !h->ring || ms__arena_fits(&h->arena, span_of(x), h->alignment);
 }
 
-static int host_fill(ms__sink *k, ms__source *src, size_t file, unsigned char *dst,
-                     uint64_t offset, uint64_t length)
+static int host_fill(ms__sink *k, ms__source *src, size_t file, unsigned char *dst, uint64_t offset,
+                     uint64_t length)
 {
 	(void)k, (void)file;
 	return ms__source_read(src, dst, offset, (size_t)length);

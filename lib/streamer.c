@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "cache/gate.h"
 #include "engine.h"
 #include "error.h"
 #include "plan.h"
@@ -44,6 +45,7 @@ struct ms_streamer {
 	ms_deliver delivery;   /* COPY or MAPPED once started; AUTO before */
 	ms__mapping *mappings; /* MAPPED: one per file */
 	ms__sink *sink;        /* where the engine's reads land; freed after the engine */
+	ms__gate *gate;        /* node admission for object storage, or NULL */
 	char **select;         /* copies of opts.select */
 	bool chunk_auto;       /* the caller set no chunk size: the sources may choose */
 
@@ -158,6 +160,11 @@ static int check_options(const ms_streamer_options *o)
 		                     (int)o->arena_pages);
 	if (o->version >= 2 && (unsigned)o->deliver > MS_DELIVER_AUTO)
 		return ms__error_set(MS_EINVAL, "delivery mode %d is invalid", (int)o->deliver);
+	if (o->version >= 3 && o->node_dir == NULL &&
+	    (o->node_connections > 0 || o->node_bytes_per_second > 0))
+		return ms__error_set(MS_EINVAL,
+		                     "node_connections and node_bytes_per_second need node_dir, "
+		                     "the directory whose budget the node shares");
 	if (o->select_count > 0 && o->select == NULL)
 		return ms__error_set(MS_EINVAL, "select_count is %zu but select is NULL",
 		                     o->select_count);
@@ -189,9 +196,24 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 	 * fields its version has, and give the others their defaults. */
 	s->opts = defaults;
 	memcpy(&s->opts, opts,
-	       opts->version >= 2 ? sizeof(*opts) : offsetof(ms_streamer_options, deliver));
+	       opts->version >= 3   ? sizeof(*opts)
+	       : opts->version == 2 ? offsetof(ms_streamer_options, node_dir)
+	                            : offsetof(ms_streamer_options, deliver));
 	s->opts.version = MS_STREAMER_OPTIONS_VERSION;
 	s->opts.select = NULL;
+	s->opts.node_dir = NULL;
+	if (opts->version >= 3 && opts->node_dir != NULL) {
+		ms__admission_options ao = {
+		    .max_connections = opts->node_connections > 0 ? opts->node_connections : 64,
+		    .max_bytes_per_second = opts->node_bytes_per_second,
+		    .max_window =
+		        s->opts.concurrency > 0 ? s->opts.concurrency : DEFAULT_CONCURRENCY,
+		    .adaptive = true,
+		};
+
+		if ((rc = ms__gate_open(&s->gate, opts->node_dir, &ao, opts->patience_seconds)) < 0)
+			goto done;
+	}
 	if (s->opts.concurrency == 0)
 		s->opts.concurrency = DEFAULT_CONCURRENCY;
 	s->chunk_auto = s->opts.chunk_size == 0;
@@ -283,6 +305,10 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 	ms__st_header *header = NULL;
 	int rc;
 
+	/* Object storage shares the node's admission (the header's read included). */
+	if (s->gate != NULL && ms__source_s3_handles(path) &&
+	    (rc = ms__gate_wrap(&src, s->gate, src)) < 0)
+		return rc;
 	if ((rc = load_header(&header, src)) < 0)
 		goto done;
 	if (ms__grow((void **)&s->files, &s->file_capacity, s->file_count + 1, sizeof(*s->files)) !=
@@ -698,5 +724,6 @@ void ms_streamer_free(ms_streamer *s)
 	ms__free(s->table);
 	ms__free(s->delivered);
 	ms__plan_free(&s->plan);
+	ms__gate_close(s->gate); /* after the sources it wraps */
 	ms__free(s);
 }

@@ -318,6 +318,34 @@ echo "# node-wide cap 4: three fetchers of 16 reads each; at most $inflight requ
 # The cap holds per cache directory (each is a node here), so three nodes: at most 3 x 4.
 [ "$inflight" -le 12 ] && pass "the node-wide cap bounds reads in flight ($inflight <= 3 nodes x 4)" ||
   fail "the node-wide cap bounds reads in flight" "$inflight in flight"
+# `stream s3://` passes the same admission: three streams under one node budget of 4.
+mkdir -p "$tmp/stream-node"
+control reset '{}'
+control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.05}]'
+pids=()
+for i in 1 2 3; do
+  "$cli" stream s3://models/llama/ --cache "$tmp/stream-node" --node-connections 4 \
+    --chunk-size 1M --concurrency 16 --checksum --quiet >"$tmp/stream-$i.out" 2>"$tmp/stream-$i.err" &
+  pids+=($!)
+done
+ok=0
+for p in "${pids[@]}"; do wait "$p" && ok=$((ok + 1)); done
+control script '[]'
+stats=$(curl -s "http://127.0.0.1:$port/__control/stats")
+inflight=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["inflight_max"])')
+gets=$(echo "$stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"].get("GET", 0))')
+echo "# three streams of 16 reads each under --node-connections 4: $gets GETs, at most $inflight in flight at the origin"
+[ "$ok" -eq 3 ] && [ "$(sort "$tmp/stream-1.out")" = "$want" ] && [ "$(sort "$tmp/stream-3.out")" = "$want" ] &&
+  pass "three streams under one node budget all deliver every tensor intact" ||
+  fail "three streams under one node budget" "ok=$ok $(cat "$tmp"/stream-*.err)"
+[ "$inflight" -le 4 ] && [ "$gets" -ge 60 ] &&
+  pass "stream s3:// shares the node budget: $inflight <= 4 reads in flight over 3 processes" ||
+  fail "stream s3:// shares the node budget" "$inflight in flight, $gets GETs"
+"$cli" stream s3://models/llama/ --node-connections 4 >/dev/null 2>"$tmp/err"; rc=$?
+[ "$rc" -eq 2 ] && grep -q "need --cache DIR" "$tmp/err" &&
+  pass "stream --node-connections without --cache: exit 2, says what is missing" ||
+  fail "stream --node-connections without --cache" "rc=$rc $(cat "$tmp/err")"
+
 mkdir -p "$tmp/shared-node"
 control reset '{}'
 control script '[{"action":"delay","method":"GET","ranged":true,"seconds":0.05}]'
@@ -396,6 +424,66 @@ assert [e["event"] for e in events].count("file") == 5
 done = events[-1]
 assert done["event"] == "done" and done["files"] == 5 and done["bytes_fetched"] == done["bytes_total"]
 PY
+# --- a slow link: progress by bytes received, and SIGTERM in the middle of a fetch ---------
+# A second server on the same bucket whose bodies all share 2 MB/s.
+mkdir -p "$tmp/root/slow" "$tmp/slow-cache" "$tmp/term-cache"
+head -c $((8 << 20)) /dev/urandom >"$tmp/root/slow/blob.bin"
+python3 tests/support/s3fault.py --root "$tmp/root" --port 0 --port-file "$tmp/slow-port" \
+  --bandwidth 2000000 >"$tmp/slow-server.log" 2>&1 &
+for _ in $(seq 50); do [ -s "$tmp/slow-port" ] && break; sleep 0.1; done
+slow=http://127.0.0.1:$(cat "$tmp/slow-port")
+# One read of the whole 8 MiB object takes about 4 s: progress must move during it.
+AWS_ENDPOINT_URL=$slow "$cli" fetch s3://slow/blob.bin --cache "$tmp/slow-cache" --name slow \
+  --chunk-size 8M --concurrency 1 --progress-every 0.5 >"$tmp/slow.out" 2>&1; rc=$?
+python3 - "$tmp/slow.out" >"$tmp/slow.check" 2>&1 <<'PY'
+import re, sys
+done, etas = [], []
+for line in open(sys.argv[1]):
+    m = re.search(r"downloading ([\d.]+) (B|KiB|MiB) of [\d.]+ MiB .*ETA ([^,]+),", line)
+    if m:
+        done.append(float(m.group(1)) * {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20}[m.group(2)])
+        etas.append(m.group(3))
+rising = sum(1 for a, b in zip(done, done[1:]) if b > a)
+def seconds(e):
+    m = re.fullmatch(r"(\d+)s|(\d+)m(\d+)s|([\d.]+)h", e)
+    if not m:
+        return None
+    if m.group(1): return int(m.group(1))
+    if m.group(2): return int(m.group(2)) * 60 + int(m.group(3))
+    return float(m.group(4)) * 3600
+bounded = all(e == "unknown" or (seconds(e) is not None and seconds(e) <= 60) for e in etas)
+print(f"{len(done)} progress lines during one read, rising {rising} times, ETAs {etas}")
+sys.exit(0 if rising >= 3 and bounded and any(e != "unknown" for e in etas) else 1)
+PY
+ok=$?
+echo "# $(cat "$tmp/slow.check")"
+[ "$rc" -eq 0 ] && [ "$ok" -eq 0 ] &&
+  pass "one slow read in flight: progress rises during the read, with a bounded ETA" ||
+  fail "progress during one slow read" "rc=$rc $(cat "$tmp/slow.check") $(tail -3 "$tmp/slow.out")"
+
+# SIGTERM mid-fetch: stops within 1 s, exit 130, and the next fetch resumes.
+AWS_ENDPOINT_URL=$slow "$cli" fetch s3://slow/blob.bin --cache "$tmp/term-cache" --name term \
+  --chunk-size 1M --concurrency 2 -q >"$tmp/term.out" 2>&1 &
+pid=$!
+sleep 2.5
+start=$(date +%s.%N)
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+took=$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.2f}')" "$(date +%s.%N)" "$start")
+partials=$(find "$tmp/term-cache/blobs" -name '*.partial' | wc -l)
+echo "# SIGTERM during a fetch: exit $rc after ${took}s, $partials partial file(s) left"
+[ "$rc" -eq 130 ] && python3 -c "import sys; sys.exit(float(sys.argv[1]) >= 1.0)" "$took" && [ "$partials" -eq 1 ] &&
+  grep -q "canceled" "$tmp/term.out" &&
+  pass "SIGTERM stops a fetch within 1 s (exit 130), leaving its partial download" ||
+  fail "SIGTERM stops a fetch within 1 s" "rc=$rc took=$took partials=$partials $(cat "$tmp/term.out")"
+control reset '{}'
+"$cli" fetch s3://slow/blob.bin --cache "$tmp/term-cache" --name term --chunk-size 1M -q >"$tmp/term2.out" 2>&1; rc=$?
+again=$(served)
+echo "# the fetch after SIGTERM downloaded $again of $((8 << 20)) bytes"
+[ "$rc" -eq 0 ] && [ "$again" -lt $((8 << 20)) ] && cmp -s "$tmp/term-cache/models/term/blob.bin" "$tmp/root/slow/blob.bin" &&
+  pass "the fetch after SIGTERM resumes: only the missing chunks move, and the file is intact" ||
+  fail "the fetch after SIGTERM resumes" "rc=$rc again=$again $(cat "$tmp/term2.out")"
+
 if grep -qF -e "cache-test-secret-never-printed" "$tmp"/*.out "$tmp/out" "$tmp/err"; then fail "no secret in any output"
 else pass "no secret in any output"; fi
 

@@ -18,9 +18,10 @@
  * lock that survives no crash and needs no write access) while the pod runs, and answers
  * /readyz 200 from then on, which is what the pod's startupProbe waits for.
  *
- * Signals: SIGTERM and SIGINT are taken by a thread of their own. While the agent is idle
- * it stops at once and exits 0; in the middle of a fetch (which cannot be cancelled yet) it
- * exits 0 at once too, leaving the partial download for the next start to resume.
+ * Signals: SIGTERM and SIGINT are taken by a thread of their own. It fires the cancellation
+ * token every fetch runs with (the cache's), so a fetch in progress stops within a quarter
+ * of a second, leaving its partial download for the next start to resume, and it wakes the
+ * main loop, which exits 0.
  */
 #include <errno.h>
 #include <poll.h>
@@ -99,7 +100,7 @@ typedef struct {
 
 /* The signal thread's word to the main thread. */
 static int wake_pipe[2] = {-1, -1};
-static atomic_int fetching; /* 1 while a fetch runs: a signal then ends the process */
+static ms_cancel *stop_token; /* fired by the signal thread; the cache's fetches stop */
 
 static double now_seconds(void)
 {
@@ -147,11 +148,7 @@ static void *signal_thread(void *payload)
 
 	if (sigwait(set, &sig) != 0)
 		return NULL;
-	if (atomic_load_explicit(&fetching, memory_order_acquire)) {
-		/* A fetch cannot be cancelled yet; what it has written is resumed next time. */
-		fflush(stdout);
-		_exit(EXIT_OK);
-	}
+	ms_cancel_fire(stop_token);
 	if (write(wake_pipe[1], "x", 1) < 0)
 		_exit(EXIT_OK);
 	return NULL;
@@ -332,9 +329,7 @@ static void agent_fetch(agent *g, const cli_model *m)
 	fetch_model_name(name, sizeof(name), g->a, m, m->source);
 	unretire(g, name);
 	fetch_register(g->st, g->cache, name, m->source);
-	atomic_store_explicit(&fetching, 1, memory_order_release);
 	fetch_model(g->a, g->cache, g->st, name, m->source, m->sha256_manifest);
-	atomic_store_explicit(&fetching, 0, memory_order_release);
 }
 
 static int retire_unlisted(const ms_cache_model *m, void *payload)
@@ -583,11 +578,13 @@ int cmd_serve(int argc, char **argv)
 	if (a.listen == NULL)
 		a.listen = "0.0.0.0:9090";
 	a.r.tty = 0; /* a server's log is read by kubectl logs, not a terminal */
-	if (start_signal_thread(&thread, &set) != 0) {
+	if (ms_cancel_new(&stop_token) < 0 || start_signal_thread(&thread, &set) != 0) {
 		cli_config_free(&a.cfg);
 		return cli_usage_error("cannot set up signal handling");
 	}
+	a.opts.cancel = stop_token;
 	rc = a.wait_for_count > 0 ? serve_wait_for(&a) : serve_agent(&a, argc, argv);
 	cli_config_free(&a.cfg);
+	/* The signal thread may still fire the token: it lives until the process ends. */
 	return rc;
 }

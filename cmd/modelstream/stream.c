@@ -40,6 +40,14 @@ static const char stream_usage[] =
     "      --deliver MODE      copy (default: into the arena), mapped (zero copy: read-only\n"
     "                          pointers into each file's pages; local files only), or\n"
     "                          auto (mapped for files on tmpfs or all in the page cache)\n"
+    "      --cache DIR         share the node's admission budget for object storage\n"
+    "                          with `fetch` and every process using the node cache DIR\n"
+    "                          (MODELSTREAM_CACHE_DIR); nothing is written to the cache\n"
+    "      --node-connections N  reads in flight against object storage for the whole\n"
+    "                          node (default 64; needs --cache)\n"
+    "      --node-rate B       bytes per second for the whole node (250M; needs --cache)\n"
+    "      --patience S        with --cache: seconds to wait out a store that keeps\n"
+    "                          answering SlowDown before failing (default 600)\n"
     "      --checksum          print '<sha256>  <name>' for every tensor on stdout\n"
     "      --json              print a JSON summary on stdout instead of the text one\n"
     "  -q, --quiet             no summary\n"
@@ -204,6 +212,10 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	    {"direct-io", required_argument, NULL, 'd'},
 	    {"arena-pages", required_argument, NULL, 'p'},
 	    {"deliver", required_argument, NULL, 'D'},
+	    {"cache", required_argument, NULL, 'C'},
+	    {"node-connections", required_argument, NULL, 'N'},
+	    {"node-rate", required_argument, NULL, 'R'},
+	    {"patience", required_argument, NULL, 'P'},
 	    {"checksum", no_argument, NULL, 'x'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -278,6 +290,26 @@ static int parse_args(stream_args *a, int argc, char **argv)
 				                       "transparent or reserved",
 				                       optarg);
 			break;
+		case 'C':
+			a->opts.node_dir = optarg;
+			break;
+		case 'N':
+			if (cli_parse_uint(&a->opts.node_connections, optarg, 1, 4096) != 0)
+				return cli_usage_error(
+				    "--node-connections must be 1-4096, not '%s'", optarg);
+			break;
+		case 'R':
+			if (cli_parse_size(&size, optarg) != 0 || size < 1)
+				return cli_usage_error("--node-rate must be bytes per second like "
+				                       "250M, not '%s'",
+				                       optarg);
+			a->opts.node_bytes_per_second = (uint64_t)size;
+			break;
+		case 'P':
+			if (cli_parse_uint(&a->opts.patience_seconds, optarg, 1, 86400) != 0)
+				return cli_usage_error(
+				    "--patience must be 1-86400 seconds, not '%s'", optarg);
+			break;
 		case 'x':
 			a->checksum = 1;
 			break;
@@ -301,6 +333,14 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	if (optind >= argc)
 		return cli_usage_error("stream needs at least one PATH (see 'modelstream stream "
 		                       "--help')");
+	if (a->opts.node_dir == NULL && getenv("MODELSTREAM_CACHE_DIR") != NULL &&
+	    getenv("MODELSTREAM_CACHE_DIR")[0] != '\0')
+		a->opts.node_dir = getenv("MODELSTREAM_CACHE_DIR");
+	if (a->opts.node_dir == NULL &&
+	    (a->opts.node_connections > 0 || a->opts.node_bytes_per_second > 0 ||
+	     a->opts.patience_seconds > 0))
+		return cli_usage_error("--node-connections, --node-rate and --patience need "
+		                       "--cache DIR: the node cache whose budget is shared");
 	a->opts.select = a->select;
 	a->opts.select_count = a->select_count;
 	return 0;

@@ -35,6 +35,8 @@ struct ms__admission {
 	char slots_path[PATH_MAX];
 	int rate_fd;
 	pthread_mutex_t rate_lock; /* flock is per open file: threads also need a mutex */
+	/* Per token: its own open file description (OFD locks on one description do not
+	 * exclude each other) and the slot it holds, -1 for none. */
 	int worker_fd[MS__ADMISSION_WORKERS_MAX];
 	int worker_slot[MS__ADMISSION_WORKERS_MAX];
 	unsigned seed;
@@ -51,7 +53,7 @@ struct ms__admission {
 
 	atomic_ullong slot_waits, rate_waits, throttles, cuts;
 	atomic_uint in_flight;
-	bool admitted[MS__ADMISSION_WORKERS_MAX]; /* worker i counts in in_flight */
+	bool admitted[MS__ADMISSION_WORKERS_MAX]; /* token i is taken (guarded by lock) */
 };
 
 static double now_seconds(void)
@@ -113,10 +115,10 @@ int ms__admission_open(ms__admission **out, const char *dir, const ms__admission
 }
 
 /* Takes one of the node's slots for `worker`: an OFD write lock on one byte of the file. */
-static int take_slot(ms__admission *a, unsigned worker)
+static int take_slot(ms__admission *a, unsigned token)
 {
 	bool waited = false;
-	int fd = a->worker_fd[worker];
+	int fd = a->worker_fd[token];
 
 	if (fd < 0) {
 		/* One open file description per worker: OFD locks on one description do not
@@ -124,7 +126,7 @@ static int take_slot(ms__admission *a, unsigned worker)
 		fd = open(a->slots_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 		if (fd < 0)
 			return ms__error_errno(errno, "%s", a->slots_path);
-		a->worker_fd[worker] = fd;
+		a->worker_fd[token] = fd;
 	}
 	for (;;) {
 		unsigned start = (unsigned)rand_r(&a->seed) % a->o.max_connections;
@@ -137,7 +139,7 @@ static int take_slot(ms__admission *a, unsigned worker)
 			fl.l_start = (off_t)((start + j) % a->o.max_connections);
 			fl.l_len = 1;
 			if (fcntl(fd, F_OFD_SETLK, &fl) == 0) {
-				a->worker_slot[worker] = (int)fl.l_start;
+				a->worker_slot[token] = (int)fl.l_start;
 				return 0;
 			}
 			if (errno != EAGAIN && errno != EACCES && errno != EINTR)
@@ -149,7 +151,8 @@ static int take_slot(ms__admission *a, unsigned worker)
 		pthread_mutex_lock(&a->lock);
 		if (a->stop) {
 			pthread_mutex_unlock(&a->lock);
-			return 0;
+			return ms__error_set(MS_ECANCELED,
+			                     "canceled while waiting for a node-wide slot");
 		}
 		pthread_mutex_unlock(&a->lock);
 		usleep(SLOT_POLL_US);
@@ -196,13 +199,13 @@ static int take_rate(ms__admission *a, uint64_t bytes)
 	return rc;
 }
 
-int ms__admission_enter(ms__admission *a, unsigned worker, bool (*give_up)(void *payload),
-                        void *payload)
+int ms__admission_enter(ms__admission *a, unsigned *token)
 {
-	if (worker >= MS__ADMISSION_WORKERS_MAX)
-		worker = MS__ADMISSION_WORKERS_MAX - 1;
+	unsigned t = 0;
+	int rc;
+
 	pthread_mutex_lock(&a->lock);
-	while (worker >= a->window && !a->stop && !(give_up != NULL && give_up(payload))) {
+	while (atomic_load(&a->in_flight) >= a->window && !a->stop) {
 		struct timespec until;
 
 		clock_gettime(CLOCK_REALTIME, &until);
@@ -213,16 +216,20 @@ int ms__admission_enter(ms__admission *a, unsigned worker, bool (*give_up)(void 
 		}
 		pthread_cond_timedwait(&a->cond, &a->lock, &until);
 	}
-	pthread_mutex_unlock(&a->lock);
-	if (a->o.max_connections > 0) {
-		int rc = take_slot(a, worker);
-
-		if (rc < 0)
-			return rc;
+	if (a->stop) {
+		pthread_mutex_unlock(&a->lock);
+		return ms__error_set(MS_ECANCELED, "canceled while waiting for admission");
 	}
-	if (!a->admitted[worker]) {
-		a->admitted[worker] = true;
-		atomic_fetch_add(&a->in_flight, 1);
+	/* The window is at most MS__ADMISSION_WORKERS_MAX, so a token is free. */
+	while (t < MS__ADMISSION_WORKERS_MAX - 1 && a->admitted[t])
+		t++;
+	a->admitted[t] = true;
+	atomic_fetch_add(&a->in_flight, 1);
+	pthread_mutex_unlock(&a->lock);
+	*token = t;
+	if (a->o.max_connections > 0 && (rc = take_slot(a, t)) < 0) {
+		ms__admission_leave(a, t);
+		return rc;
 	}
 	return 0;
 }
@@ -232,24 +239,27 @@ int ms__admission_pace(ms__admission *a, uint64_t bytes)
 	return a->o.max_bytes_per_second > 0 ? take_rate(a, bytes) : 0;
 }
 
-void ms__admission_leave(ms__admission *a, unsigned worker)
+void ms__admission_leave(ms__admission *a, unsigned token)
 {
 	struct flock fl = {0};
 
-	if (worker >= MS__ADMISSION_WORKERS_MAX)
-		worker = MS__ADMISSION_WORKERS_MAX - 1;
-	if (a->admitted[worker]) {
-		a->admitted[worker] = false;
-		atomic_fetch_sub(&a->in_flight, 1);
-	}
-	if (a->worker_slot[worker] < 0)
+	if (token >= MS__ADMISSION_WORKERS_MAX)
 		return;
-	fl.l_type = F_UNLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = a->worker_slot[worker];
-	fl.l_len = 1;
-	fcntl(a->worker_fd[worker], F_OFD_SETLK, &fl);
-	a->worker_slot[worker] = -1;
+	if (a->worker_slot[token] >= 0) {
+		fl.l_type = F_UNLCK;
+		fl.l_whence = SEEK_SET;
+		fl.l_start = a->worker_slot[token];
+		fl.l_len = 1;
+		fcntl(a->worker_fd[token], F_OFD_SETLK, &fl);
+		a->worker_slot[token] = -1;
+	}
+	pthread_mutex_lock(&a->lock);
+	if (a->admitted[token]) {
+		a->admitted[token] = false;
+		atomic_fetch_sub(&a->in_flight, 1);
+		pthread_cond_signal(&a->cond);
+	}
+	pthread_mutex_unlock(&a->lock);
 }
 
 static void set_window(ms__admission *a, unsigned w)
@@ -345,7 +355,6 @@ void ms__admission_close(ms__admission *a)
 	if (a == NULL)
 		return;
 	for (unsigned i = 0; i < MS__ADMISSION_WORKERS_MAX; i++) {
-		ms__admission_leave(a, i);
 		if (a->worker_fd[i] >= 0)
 			close(a->worker_fd[i]);
 	}

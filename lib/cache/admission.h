@@ -16,8 +16,8 @@
  *    Halving on congestion and growing additively is what lets many nodes that never talk
  *    to each other converge on fair shares of a shared bottleneck.
  *
- * Thread rules: ms__admission_enter()/leave() from the workers (worker i passes i);
- * ms__admission_tick() from one thread.
+ * Thread rules: ms__admission_enter()/leave() from any number of reading threads;
+ * ms__admission_tick() from one thread at a time.
  */
 #ifndef MS_ADMISSION_H
 #define MS_ADMISSION_H
@@ -55,18 +55,17 @@ typedef struct {
 int ms__admission_open(ms__admission **out, const char *dir, const ms__admission_options *o);
 
 /**
- * Worker `worker` wants to read: waits until it is inside the window (or `give_up(payload)`
- * says there is nothing left to read; it is polled every 100 ms) and holds a node-wide slot.
- * Returns 0, or MS_EIO if a lock fails.
+ * A read wants to start: waits until fewer reads than the window are in flight, then holds
+ * a node-wide slot. *token names the admission for ms__admission_leave(). Returns 0;
+ * MS_ECANCELED after ms__admission_stop(); MS_EIO if a lock fails.
  */
-int ms__admission_enter(ms__admission *a, unsigned worker, bool (*give_up)(void *payload),
-                        void *payload);
+int ms__admission_enter(ms__admission *a, unsigned *token);
 
 /** Waits until `bytes` more fit the node's bytes/s budget. Returns 0 or MS_EIO. */
 int ms__admission_pace(ms__admission *a, uint64_t bytes);
 
-/** Worker `worker` is done with its read: frees its slot. */
-void ms__admission_leave(ms__admission *a, unsigned worker);
+/** The read of `token` is done: frees its slot and its place in the window. */
+void ms__admission_leave(ms__admission *a, unsigned token);
 
 /**
  * Feeds the controller from the fetching thread, every few hundred milliseconds: the bytes
@@ -76,7 +75,7 @@ void ms__admission_tick(ms__admission *a, uint64_t bytes, unsigned throttles);
 
 void ms__admission_stats_get(const ms__admission *a, ms__admission_stats *out);
 
-/** Wakes every waiting worker for good (the fetch is ending). */
+/** Wakes every waiting read for good, which then fails with MS_ECANCELED. */
 void ms__admission_stop(ms__admission *a);
 
 void ms__admission_close(ms__admission *a);

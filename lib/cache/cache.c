@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,8 +165,10 @@ int ms_cache_open(ms_cache **out, const char *dir, const ms_cache_options *opts)
 		return ms__error_set(MS_EINVAL, "ms_cache_open: dir is NULL");
 	if (opts == NULL)
 		opts = &defaults;
-	if (opts->version != MS_CACHE_OPTIONS_VERSION)
-		return ms__error_set(MS_EINVAL, "ms_cache_open: options of version %d (this is %d)",
+	if (opts->version < 1 || opts->version > MS_CACHE_OPTIONS_VERSION)
+		return ms__error_set(MS_EINVAL,
+		                     "ms_cache_open: options of version %d (this library knows "
+		                     "1 to %d)",
 		                     opts->version, MS_CACHE_OPTIONS_VERSION);
 	if (opts->concurrency < 0 || opts->concurrency > 256)
 		return ms__error_set(MS_EINVAL, "%s: concurrency %d is not 1-256", dir,
@@ -190,7 +193,11 @@ int ms_cache_open(ms_cache **out, const char *dir, const ms_cache_options *opts)
 		return ms__error_set(MS_ENOMEM, "%s: out of memory", dir);
 	}
 	c->dir_fd = -1;
-	c->opts = *opts;
+	/* A caller built against an older header passes a shorter struct: copy what it has. */
+	c->opts = defaults;
+	memcpy(&c->opts, opts,
+	       opts->version == 1 ? offsetof(ms_cache_options, cancel) : sizeof(*opts));
+	c->opts.version = MS_CACHE_OPTIONS_VERSION;
 	if (c->opts.concurrency == 0)
 		c->opts.concurrency = MS__CACHE_DEFAULT_CONCURRENCY;
 	c->medium = (unsigned long)fs.f_type == TMPFS_MAGIC ? tmpfs_medium(real) : MS_CACHE_DISK;

@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +43,10 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
-#include "admission.h"
 #include "alloc.h"
+#include "cancel.h"
+#include "engine.h"
+#include "gate.h"
 #include "cache.h"
 #include "fetch_source.h"
 #include "error.h"
@@ -80,7 +81,7 @@ typedef struct {
 	struct timespec start;
 	uint64_t done_before; /* bytes of files finished before the current one */
 	ms__s3_client *client;
-	ms__admission *adm; /* object storage only */
+	ms__gate *gate; /* object storage only */
 } fetch;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -106,10 +107,10 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 		f->p.throttled = ms__s3_client_throttles(f->client);
 		ms__s3_client_retry_reasons(f->client, f->p.retries_by_reason);
 	}
-	if (f->adm != NULL) {
+	if (f->gate != NULL) {
 		ms__admission_stats st;
 
-		ms__admission_stats_get(f->adm, &st);
+		ms__gate_stats(f->gate, &st);
 		f->p.window = st.window;
 		f->p.slot_waits = st.slot_waits;
 		f->p.reads_in_flight = st.in_flight;
@@ -159,139 +160,13 @@ static uint64_t state_bytes_done(const ms_cache *c, const char *key)
 	return done;
 }
 
-/* The shared state of one blob's download. */
+/* One blob's download: the partial file mapped, and its resume state. */
 typedef struct {
-	ms__source *src;
-	ms__admission *adm; /* NULL: no admission control (local files) */
 	unsigned char *map;
 	int state_fd;
-	const unsigned char *done; /* which chunks were done before this process started */
 	uint64_t size, chunk;
 	uint64_t chunks;
-	atomic_ullong next;
-	atomic_ullong bytes;   /* written by this process */
-	double patience_until; /* monotonic seconds: give up on an unavailable store */
-	atomic_bool failed;
-	pthread_mutex_t lock; /* guards error, finished and the condition */
-	pthread_cond_t cond;
-	unsigned finished;
-	ms_error error;
-	char error_text[MS__ERROR_MAX];
 } download;
-
-typedef struct {
-	download *d;
-	unsigned index;
-	unsigned seed;
-} worker_arg;
-
-static double now_mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Sleeps 1 s, 2 s, 4 s ... up to 30 s, with full jitter, never past `until`. */
-static void patience_sleep(unsigned attempt, unsigned *seed, double until)
-{
-	double cap = attempt < 5 ? (double)(1u << attempt) : 30.0, left = until - now_mono();
-	double wait = cap * (double)rand_r(seed) / (double)RAND_MAX;
-
-	if (wait > left)
-		wait = left;
-	if (wait > 0)
-		usleep((useconds_t)(wait * 1e6));
-}
-
-static bool no_chunks_left(void *payload)
-{
-	download *d = payload;
-
-	return atomic_load(&d->next) >= d->chunks || atomic_load(&d->failed);
-}
-
-static bool holds_a_chunk(void *payload)
-{
-	(void)payload;
-	return true;
-}
-
-static void fail_download(download *d)
-{
-	pthread_mutex_lock(&d->lock);
-	if (!atomic_load(&d->failed))
-		ms__error_save(&d->error, d->error_text, sizeof(d->error_text));
-	atomic_store(&d->failed, true);
-	pthread_mutex_unlock(&d->lock);
-}
-
-static void *download_worker(void *payload)
-{
-	worker_arg *w = payload;
-	download *d = w->d;
-
-	while (!atomic_load(&d->failed)) {
-		uint64_t i, offset, length;
-		unsigned char one = 1;
-		int rc;
-
-		/* Admission first (the window, a node-wide slot), then a chunk to read. */
-		if (d->adm != NULL &&
-		    ms__admission_enter(d->adm, w->index, no_chunks_left, d) < 0) {
-			fail_download(d);
-			break;
-		}
-		i = atomic_fetch_add(&d->next, 1);
-		if (i >= d->chunks || d->done[i]) {
-			if (d->adm != NULL)
-				ms__admission_leave(d->adm, w->index);
-			if (i >= d->chunks)
-				break;
-			continue;
-		}
-		offset = i * d->chunk;
-		length = d->size - offset < d->chunk ? d->size - offset : d->chunk;
-		for (unsigned patient = 0;; patient++) {
-			rc = d->adm != NULL ? ms__admission_pace(d->adm, length) : 0;
-			if (rc == 0)
-				rc = ms__source_read(d->src, d->map + offset, offset,
-				                     (size_t)length);
-			if (d->adm != NULL)
-				ms__admission_leave(d->adm, w->index);
-			/* The store kept saying "slow down" (or could not be reached) through all
-			 * of one read's retries. A fetch is an init container: it waits, with the
-			 * window halved meanwhile, up to its patience, rather than fail the pod. */
-			if (rc != MS_EUNAVAILABLE || now_mono() >= d->patience_until ||
-			    atomic_load(&d->failed))
-				break;
-			patience_sleep(patient, &w->seed, d->patience_until);
-			/* This worker holds a chunk: it takes a slot again but does not wait for
-			 * the window (which may have shrunk below it), or nobody would finish the
-			 * chunk. */
-			if (d->adm != NULL &&
-			    ms__admission_enter(d->adm, w->index, holds_a_chunk, NULL) < 0) {
-				rc =
-				    ms__error_set(MS_EIO, "%s: admission failed", d->src->location);
-				break;
-			}
-		}
-		if (rc == 0 && pwrite(d->state_fd, &one, 1, (off_t)(sizeof(state_header) + i)) != 1)
-			rc = ms__error_errno(errno, "%s: writing the download's state",
-			                     d->src->location);
-		if (rc < 0) {
-			fail_download(d);
-			break;
-		}
-		atomic_fetch_add(&d->bytes, length);
-	}
-	pthread_mutex_lock(&d->lock);
-	d->finished++;
-	pthread_cond_signal(&d->cond);
-	pthread_mutex_unlock(&d->lock);
-	return NULL;
-}
 
 /* Opens (resuming) or creates the partial and its state; maps the partial. */
 static int prepare(ms_cache *c, const source_file *sf, uint64_t chunk, download *d,
@@ -451,103 +326,116 @@ static int verify_bytes(const unsigned char *data, uint64_t size, const source_f
 	return rc;
 }
 
-/* Waits for the workers, reporting progress every tick. */
-static void wait_for_download(fetch *f, download *d, unsigned threads, uint64_t resumed,
-                              uint64_t fetched_before)
+static bool fetch_canceled(const fetch *f)
 {
+	return ms__cancel_fired(f->cache->opts.cancel);
+}
+
+/*
+ * Runs the engine over the chunks still missing, into the partial file, reporting progress
+ * every tick: bytes as they arrive, so that one long read shows movement.
+ */
+static int run_download(fetch *f, ms__source *src, download *d, const unsigned char *done,
+                        uint64_t resumed)
+{
+	ms_cache *c = f->cache;
+	uint64_t fetched_before = f->p.bytes_fetched;
+	ms__plan plan;
+	ms__sink *sink = NULL;
+	ms__engine *e = NULL;
+	ms__engine_options eo = {
+	    .concurrency = (unsigned)c->opts.concurrency,
+	    .chunk_size = d->chunk,
+	    .alignment = 1,
+	};
+	bool canceled = false;
+	int rc;
+
+	if ((rc = ms__plan_chunks(&plan, d->size, d->chunk, done)) < 0)
+		return rc;
+	if ((rc = ms__sink_cache_new(&sink, d->map, d->state_fd, d->chunk, sizeof(state_header))) <
+	        0 ||
+	    (rc = ms__engine_new(&e)) < 0)
+		goto done;
+	eo.sink = sink;
+	if ((rc = ms__engine_start(e, &plan, &src, 1, NULL, &eo)) < 0)
+		goto done;
 	for (;;) {
-		struct timespec until;
-		unsigned finished;
 		uint64_t now;
 
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += TICK_MS * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_mutex_lock(&d->lock);
-		if (d->finished < threads)
-			pthread_cond_timedwait(&d->cond, &d->lock, &until);
-		finished = d->finished;
-		pthread_mutex_unlock(&d->lock);
-		now = atomic_load(&d->bytes);
+		rc = ms__engine_wait(e, TICK_MS);
+		now = ms__engine_received(e);
+		if (now > plan.bytes_total)
+			now = plan.bytes_total;
 		f->p.bytes_done = f->done_before + resumed + now;
 		f->p.bytes_fetched = fetched_before + now;
-		if (f->adm != NULL)
-			ms__admission_tick(f->adm, f->p.bytes_fetched,
-			                   ms__s3_client_throttles(f->client));
-		if (finished == threads)
-			return;
+		if (f->gate != NULL)
+			ms__gate_tick(f->gate);
+		if (rc != 1)
+			break;
+		if (!canceled && fetch_canceled(f)) {
+			/* Abort what is in flight; the engine then answers MS_ECANCELED. */
+			canceled = true;
+			if (f->gate != NULL)
+				ms__gate_cancel(f->gate);
+			ms__engine_cancel(e);
+		}
 		report(f, MS_FETCH_DOWNLOADING, f->p.file);
 	}
+	if (rc == MS_ECANCELED || canceled)
+		rc = ms__error_set(MS_ECANCELED,
+		                   "%s: canceled; the %llu bytes fetched stay for the "
+		                   "next fetch to resume",
+		                   src->location,
+		                   (unsigned long long)(resumed + ms__engine_received(e)));
+done:
+	ms__engine_free(e);
+	ms__sink_free(sink);
+	ms__plan_free(&plan);
+	return rc;
 }
 
 /* Downloads, verifies and publishes one blob; the caller holds its lock. */
 static int download_blob(fetch *f, const source_list *l, const source_file *sf)
 {
 	ms_cache *c = f->cache;
-	download d = {.state_fd = -1, .adm = f->adm};
-	pthread_t threads[256];
-	worker_arg args[256];
+	download d = {.state_fd = -1};
+	ms__source *src = NULL;
 	unsigned char *done = NULL;
-	unsigned n = (unsigned)c->opts.concurrency, started = 0;
-	uint64_t resumed = 0, fetched_before = f->p.bytes_fetched, chunk;
+	uint64_t resumed = 0, chunk;
 	char partial[PATH_MAX], final[PATH_MAX], state[PATH_MAX];
 	int fd = -1, rc;
 
-	if ((rc = ms__fetch_open_source(&d.src, l, sf)) < 0)
+	if ((rc = ms__fetch_open_source(&src, l, sf)) < 0)
 		return rc;
-	if (d.src->size != sf->size) {
+	if (src->size != sf->size) {
 		rc = ms__error_set(MS_EIO,
 		                   "%s: its size changed from %llu to %llu bytes while it "
 		                   "was being fetched",
 		                   sf->location, (unsigned long long)sf->size,
-		                   (unsigned long long)d.src->size);
-		ms__source_close(d.src);
+		                   (unsigned long long)src->size);
+		ms__source_close(src);
 		return rc;
 	}
+	/* Object storage passes the node's admission control and waits out throttling. */
+	if (f->gate != NULL && (rc = ms__gate_wrap(&src, f->gate, src)) < 0)
+		return rc;
 	/* Reads of the caller's size, or else what the source prefers (16 MiB ranged GETs for
 	 * object storage, 8 MiB for files). */
-	chunk = c->opts.chunk_size > 0       ? c->opts.chunk_size
-	        : d.src->preferred_chunk > 0 ? d.src->preferred_chunk
-	                                     : MS__CACHE_DEFAULT_CHUNK;
+	chunk = c->opts.chunk_size > 0     ? c->opts.chunk_size
+	        : src->preferred_chunk > 0 ? src->preferred_chunk
+	                                   : MS__CACHE_DEFAULT_CHUNK;
 	if ((rc = prepare(c, sf, chunk, &d, &done, &fd)) < 0) {
-		ms__source_close(d.src);
+		ms__source_close(src);
 		return rc;
 	}
-	d.done = done;
-	d.patience_until =
-	    now_mono() + (c->opts.patience_seconds > 0 ? c->opts.patience_seconds : 600);
 	for (uint64_t i = 0; i < d.chunks; i++)
 		if (done[i])
 			resumed += i + 1 < d.chunks ? d.chunk : d.size - i * d.chunk;
-	pthread_mutex_init(&d.lock, NULL);
-	pthread_cond_init(&d.cond, NULL);
-	if (n > d.chunks)
-		n = d.chunks > 0 ? (unsigned)d.chunks : 1;
-	for (; started < n && d.chunks > 0; started++) {
-		args[started] =
-		    (worker_arg){&d, started, (unsigned)getpid() * 2654435761u + started};
-		if (pthread_create(&threads[started], NULL, download_worker, &args[started]) != 0)
-			break;
-	}
-	if (d.chunks > 0 && started == 0) {
-		ms__error_set(MS_ERROR, "%s: cannot start a download thread", sf->location);
-		ms__error_save(&d.error, d.error_text, sizeof(d.error_text));
-		atomic_store(&d.failed, true);
-	}
-	wait_for_download(f, &d, started, resumed, fetched_before);
-	for (unsigned i = 0; i < started; i++)
-		pthread_join(threads[i], NULL);
-	pthread_cond_destroy(&d.cond);
-	pthread_mutex_destroy(&d.lock);
-	ms__source_close(d.src);
-	if (atomic_load(&d.failed)) {
-		/* The partial and its state stay: the next fetch resumes from them. */
-		rc = ms__error_set(d.error.code, "%s", d.error_text);
-		goto done;
-	}
+	rc = run_download(f, src, &d, done, resumed);
+	ms__source_close(src);
+	if (rc < 0)
+		goto done; /* the partial and its state stay: the next fetch resumes from them */
 	report(f, MS_FETCH_VERIFYING, sf->path);
 	if ((rc = verify_bytes(d.map, d.size, sf, c->opts.verify_content)) < 0)
 		goto discard;
@@ -635,6 +523,14 @@ static int fetch_blob(fetch *f, const source_list *l, const source_file *sf, boo
 		}
 		if (blob_present(c, sf))
 			break;
+		if (fetch_canceled(f)) {
+			rc = ms__error_set(
+			    MS_ECANCELED,
+			    "%s: canceled while waiting for process %d to download it",
+			    sf->location, lock_owner(fd));
+			close(fd);
+			return rc;
+		}
 		f->p.waiting_pid = lock_owner(fd);
 		f->p.bytes_done = f->done_before + state_bytes_done(c, sf->key);
 		report(f, MS_FETCH_WAITING, sf->path);
@@ -824,7 +720,7 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
 	f.p.model = name;
 	report(&f, MS_FETCH_RESOLVING, NULL);
-	if ((rc = ms__fetch_list_source(&l, source)) < 0)
+	if ((rc = ms__fetch_list_source(&l, source, c->opts.cancel)) < 0)
 		return rc;
 	f.client = l.client;
 	if (l.client != NULL) {
@@ -835,7 +731,7 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 		    .adaptive = !c->opts.fixed_concurrency,
 		};
 
-		if ((rc = ms__admission_open(&f.adm, c->dir, &ao)) < 0)
+		if ((rc = ms__gate_open(&f.gate, c->dir, &ao, c->opts.patience_seconds)) < 0)
 			goto done;
 	}
 	files = ms__calloc(l.count, sizeof(*files));
@@ -863,6 +759,10 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 		const source_file *sf = &l.files[i];
 		bool cached;
 
+		if (fetch_canceled(&f)) {
+			rc = ms__error_set(MS_ECANCELED, "%s: canceled", source);
+			goto done;
+		}
 		f.p.file = sf->path;
 		f.p.file_bytes_total = sf->size;
 		f.p.file_bytes_done = 0;
@@ -882,7 +782,7 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 		goto done;
 	report(&f, MS_FETCH_DONE, NULL);
 done:
-	ms__admission_close(f.adm);
+	ms__gate_close(f.gate);
 	ms__free(files);
 	ms__free(keys);
 	ms__fetch_source_free(&l);

@@ -112,8 +112,9 @@ static int compare_files(const void *a, const void *b)
 	return strcmp(((const source_file *)a)->path, ((const source_file *)b)->path);
 }
 
-int ms__fetch_list_source(source_list *l, const char *source)
+int ms__fetch_list_source(source_list *l, const char *source, const ms_cancel *cancel)
 {
+	ms__s3_client_options copts = {.cancel = cancel};
 	size_t cap = 0;
 	struct stat st;
 	int rc;
@@ -122,7 +123,7 @@ int ms__fetch_list_source(source_list *l, const char *source)
 	if (ms__source_s3_handles(source)) {
 		const ms__s3_location *loc;
 
-		if ((rc = ms__s3_client_open(&l->client, source, NULL)) < 0)
+		if ((rc = ms__s3_client_open(&l->client, source, &copts)) < 0)
 			return rc;
 		loc = ms__s3_client_location(l->client);
 		if (loc->prefix) {

@@ -31,10 +31,11 @@ typedef struct {
 /**
  * Lists the files of `source`: every object under a prefix (relative paths kept), one
  * object, every regular file under a local directory, one file, or a registered back end's
- * location. Sorted by path. Returns 0; MS_ENOTFOUND for nothing there; MS_EINVAL for a path
+ * location. Sorted by path. Object storage requests stop when `cancel` (may be NULL)
+ * fires. Returns 0; MS_ENOTFOUND for nothing there; MS_EINVAL for a path
  * that climbs out of the model; the errors of listing.
  */
-int ms__fetch_list_source(source_list *l, const char *source);
+int ms__fetch_list_source(source_list *l, const char *source, const ms_cancel *cancel);
 
 /** Opens file `f` of the listing for reading (object storage shares the list's client). */
 int ms__fetch_open_source(ms__source **out, const source_list *l, const source_file *f);

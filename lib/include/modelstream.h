@@ -192,7 +192,7 @@ typedef enum {
 /** The smallest arena that works: the size of the largest selected tensor. */
 #define MS_MEMORY_MINIMUM           0
 
-#define MS_STREAMER_OPTIONS_VERSION 2
+#define MS_STREAMER_OPTIONS_VERSION 3
 
 /**
  * Options for ms_streamer_new(). Initialise with MS_STREAMER_OPTIONS_INIT or
@@ -236,6 +236,19 @@ typedef struct {
 
 	/** Version 2: where tensors are delivered; see ms_deliver. */
 	ms_deliver deliver;
+
+	/**
+	 * Version 3: node-wide admission control for object storage, shared with `fetch`
+	 * and every other process that names the same directory (a node cache's): at most
+	 * `node_connections` reads in flight on the node (0: 64) and `node_bytes_per_second`
+	 * (0: no limit), with this streamer's reads adapting their window within that and
+	 * waiting out "slow down" answers for up to `patience_seconds` (0: 600).
+	 * NULL: no admission control (every read goes at once). The string is copied.
+	 */
+	const char *node_dir;
+	unsigned node_connections;
+	uint64_t node_bytes_per_second;
+	unsigned patience_seconds;
 } ms_streamer_options;
 
 #define MS_STREAMER_OPTIONS_INIT                                                   \
@@ -243,7 +256,7 @@ typedef struct {
 		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,          \
 		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,              \
 		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0, \
-		.deliver = MS_DELIVER_COPY                                         \
+		.deliver = MS_DELIVER_COPY, .node_dir = NULL                       \
 	}
 
 /** Fills `opts` with the defaults, exactly as MS_STREAMER_OPTIONS_INIT does. */
@@ -565,7 +578,7 @@ typedef enum {
 	MS_CACHE_TMPFS_HUGE = 2, /**< tmpfs with huge=within_size, always or advise */
 } ms_cache_medium;
 
-#define MS_CACHE_OPTIONS_VERSION 1
+#define MS_CACHE_OPTIONS_VERSION 2
 
 /** Options of ms_cache_open(). Start from MS_CACHE_OPTIONS_INIT. */
 typedef struct {
@@ -585,11 +598,15 @@ typedef struct {
 	/** Seconds a fetch waits out a store that keeps failing (503 SlowDown after every
 	 * retry, refused connections) before it gives up with MS_EUNAVAILABLE; 0: 600. */
 	unsigned patience_seconds;
+	/** Version 2: fired, every fetch on this cache stops with MS_ECANCELED within a
+	 * quarter of a second, leaving its partial downloads to be resumed; NULL for none.
+	 * The token must outlive the cache. */
+	ms_cancel *cancel;
 } ms_cache_options;
 
-#define MS_CACHE_OPTIONS_INIT                                    \
-	{                                                        \
-		MS_CACHE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0 \
+#define MS_CACHE_OPTIONS_INIT                                          \
+	{                                                              \
+		MS_CACHE_OPTIONS_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, NULL \
 	}
 
 /**
