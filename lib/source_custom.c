@@ -5,14 +5,22 @@
  * per opened file. A back end's functions are called without the lock held.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "error.h"
+#include "location.h"
+#include "sink_mapped.h"
 #include "source_custom.h"
 
 #define SCHEME_MAX 32
@@ -77,11 +85,14 @@ int ms_backend_register(const ms_backend *backend)
 	ms_backend existing;
 	int rc = 0;
 
-	if (backend == NULL || backend->version != MS_BACKEND_VERSION || backend->scheme == NULL ||
-	    backend->open == NULL || backend->read == NULL || backend->close == NULL)
+	if (backend == NULL || backend->version < 1 || backend->version > MS_BACKEND_VERSION ||
+	    backend->scheme == NULL || backend->open == NULL || backend->read == NULL ||
+	    backend->close == NULL)
 		return ms__error_set(MS_EINVAL,
-		                     "ms_backend_register: the back end is NULL, of another "
-		                     "version, or lacks scheme, open, read or close");
+		                     "ms_backend_register: the back end is NULL, of a version "
+		                     "this library does not know (1 to %d), or lacks scheme, "
+		                     "open, read or close",
+		                     MS_BACKEND_VERSION);
 	snprintf(probe, sizeof(probe), "%s://", backend->scheme);
 	if (strlen(backend->scheme) > SCHEME_MAX || scheme_length(probe) != strlen(backend->scheme))
 		return ms__error_set(MS_EINVAL,
@@ -102,7 +113,10 @@ int ms_backend_register(const ms_backend *backend)
 	else {
 		entry *e = &registry[registry_count++];
 
-		e->backend = *backend;
+		/* A version 1 struct ends before list: the rest stays NULL. */
+		memset(&e->backend, 0, sizeof(e->backend));
+		memcpy(&e->backend, backend,
+		       backend->version == 1 ? offsetof(ms_backend, list) : sizeof(*backend));
 		snprintf(e->scheme, sizeof(e->scheme), "%s", backend->scheme);
 		e->backend.scheme = e->scheme;
 	}
@@ -220,3 +234,211 @@ int ms__source_custom_open(ms__source **out, const char *location)
 	*out = &s->base;
 	return 0;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* The location layer's operations on registered schemes                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Copies the back end of `location`; MS_EUNSUPPORTED (raised) when none is registered. */
+static int backend_for(const char *location, ms_backend *out)
+{
+	bool found;
+
+	pthread_mutex_lock(&registry_lock);
+	found = find(location, out);
+	pthread_mutex_unlock(&registry_lock);
+	return found ? 0
+	             : ms__error_set(MS_EUNSUPPORTED, "%s: no back end is registered for it",
+	                             location);
+}
+
+static bool custom_is_dir(const char *location)
+{
+	size_t n = strlen(location);
+
+	return n > 0 && location[n - 1] == '/';
+}
+
+static int custom_open_location(ms__source **out, const char *location, const ms__open_options *o)
+{
+	(void)o;
+	return ms__source_custom_open(out, location);
+}
+
+typedef struct {
+	ms__entry *items;
+	size_t count, capacity;
+	const char *prefix;
+} collected;
+
+static int collect(const ms_object *o, void *payload)
+{
+	collected *c = payload;
+	ms__entry *e;
+	char *location;
+
+	if (o == NULL || o->name == NULL || o->name[0] == '\0' || o->name[0] == '/')
+		return ms__error_set(MS_EFORMAT,
+		                     "%s: the back end listed an object without a "
+		                     "relative name",
+		                     c->prefix);
+	if (ms__grow((void **)&c->items, &c->capacity, c->count + 1, sizeof(*c->items)) < 0)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->prefix);
+	if (o->location != NULL) {
+		location = ms__strdup(o->location);
+	} else {
+		size_t n = strlen(c->prefix) + strlen(o->name) + 1;
+
+		if ((location = ms__malloc(n)) != NULL)
+			snprintf(location, n, "%s%s", c->prefix, o->name);
+	}
+	e = &c->items[c->count++];
+	*e = (ms__entry){ms__strdup(o->name), location, ms__strdup(o->etag != NULL ? o->etag : ""),
+	                 o->size};
+	if (e->name == NULL || e->location == NULL || e->etag == NULL)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->prefix);
+	return 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(((const ms__entry *)a)->name, ((const ms__entry *)b)->name);
+}
+
+/* Lists through the back end's list, sorted; without `recursive`, what lies in a
+ * sub-prefix is reported once as that sub-prefix, as object stores do. */
+static int custom_list(void **context, const char *location, bool recursive,
+                       const ms__open_options *o, ms_list_fn fn, void *payload)
+{
+	collected c = {.prefix = location};
+	char last[1024] = "";
+	ms_backend b;
+	int rc;
+
+	(void)o;
+	*context = NULL;
+	if ((rc = backend_for(location, &b)) < 0)
+		return rc;
+	if (!custom_is_dir(location)) {
+		ms__source *src = NULL;
+		const char *base = strrchr(location, '/');
+		ms_object obj = {.location = location,
+		                 .name = base != NULL && base[1] ? base + 1 : location};
+
+		if ((rc = ms__source_custom_open(&src, location)) < 0)
+			return rc;
+		obj.size = src->size;
+		ms__source_close(src);
+		return fn(&obj, payload);
+	}
+	if (b.list == NULL)
+		return ms__error_set(MS_EUNSUPPORTED,
+		                     "%s: its back end cannot list prefixes (it registered no list "
+		                     "function)",
+		                     location);
+	ms__error_set(MS_OK, "no error");
+	rc = b.list(b.data, location, collect, &c);
+	if (rc != 0 && ms_error_last()->code == MS_OK)
+		rc = failed(location, "list", rc);
+	if (rc == 0 && c.count > 1)
+		qsort(c.items, c.count, sizeof(*c.items), compare_names);
+	for (size_t i = 0; rc == 0 && i < c.count; i++) {
+		const ms__entry *e = &c.items[i];
+		const char *slash = recursive ? NULL : strchr(e->name, '/');
+		ms_object obj = {.location = e->location,
+		                 .name = e->name,
+		                 .size = e->size,
+		                 .etag = e->etag[0] ? e->etag : NULL};
+
+		if (slash != NULL) {
+			size_t n = (size_t)(slash - e->name) + 1;
+
+			if (n >= sizeof(last) ||
+			    (strncmp(last, e->name, n) == 0 && last[n] == '\0'))
+				continue; /* this sub-prefix was reported already */
+			memcpy(last, e->name, n);
+			last[n] = '\0';
+			obj = (ms_object){.location = e->location, .name = last, .is_prefix = 1};
+		}
+		rc = fn(&obj, payload);
+	}
+	for (size_t i = 0; i < c.count; i++) {
+		ms__free(c.items[i].name);
+		ms__free(c.items[i].location);
+		ms__free(c.items[i].etag);
+	}
+	ms__free(c.items);
+	return rc;
+}
+
+static int custom_open_listed(ms__source **out, void *context, const ms_object *obj,
+                              const ms__open_options *o)
+{
+	(void)context, (void)o;
+	return ms__source_custom_open(out, obj->location);
+}
+
+static int custom_exists(const char *location, int *exists, uint64_t *size)
+{
+	ms__source *src = NULL;
+	ms_backend b;
+	int rc;
+
+	if ((rc = backend_for(location, &b)) < 0)
+		return rc;
+	if (b.exists != NULL) {
+		ms__error_set(MS_OK, "no error");
+		rc = b.exists(b.data, location, exists, size);
+		return rc == 0 ? 0 : failed(location, "exists", rc);
+	}
+	if ((rc = ms__source_custom_open(&src, location)) == MS_ENOTFOUND)
+		return 0;
+	if (rc < 0)
+		return rc;
+	*exists = 1;
+	if (size != NULL)
+		*size = src->size;
+	ms__source_close(src);
+	return 0;
+}
+
+static int custom_put(void **context, const char *path, const char *location,
+                      const ms_push_options *o)
+{
+	ms__mapping m = {0};
+	ms_backend b;
+	struct stat st;
+	int fd, rc;
+
+	(void)context, (void)o;
+	if ((rc = backend_for(location, &b)) < 0)
+		return rc;
+	if (b.put == NULL)
+		return ms__error_set(MS_EUNSUPPORTED,
+		                     "%s: its back end cannot store objects (it registered no put "
+		                     "function)",
+		                     location);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return ms__error_errno(errno, "%s", path);
+	if (fstat(fd, &st) != 0)
+		rc = ms__error_errno(errno, "%s", path);
+	else
+		rc = ms__mapping_open(&m, fd, (uint64_t)st.st_size, path);
+	close(fd);
+	if (rc < 0)
+		return rc;
+	ms__error_set(MS_OK, "no error");
+	rc = b.put(b.data, location, m.base != NULL ? m.base : (const void *)"", m.size);
+	ms__mapping_close(&m);
+	return rc == 0 ? 0 : failed(location, "put", rc);
+}
+
+const ms__backend ms__backend_custom = {
+    .name = "registered back end",
+    .open = custom_open_location,
+    .is_dir = custom_is_dir,
+    .list = custom_list,
+    .open_listed = custom_open_listed,
+    .exists = custom_exists,
+    .put = custom_put,
+};

@@ -20,9 +20,8 @@
 #include "plan.h"
 #include "safetensors.h"
 #include "source.h"
+#include "location.h"
 #include "model_dir.h"
-#include "source_custom.h"
-#include "s3/source_s3.h"
 
 #define DEFAULT_CONCURRENCY 16
 #define MAX_CONCURRENCY     256
@@ -306,7 +305,7 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 	int rc;
 
 	/* Object storage shares the node's admission (the header's read included). */
-	if (s->gate != NULL && ms__source_s3_handles(path) &&
+	if (s->gate != NULL && ms__backend_of(path) == &ms__backend_s3 &&
 	    (rc = ms__gate_wrap(&src, s->gate, src)) < 0)
 		return rc;
 	if ((rc = load_header(&header, src)) < 0)
@@ -348,20 +347,22 @@ done:
 	return rc;
 }
 
-/* Adds every *.safetensors file of a local directory or an object-storage prefix. */
+/* Adds every *.safetensors file of a directory or prefix, all or nothing. */
 static int add_directory(ms_streamer *s, const char *path)
 {
+	ms__open_options o = {.direct_io = s->opts.direct_io};
 	size_t files_before = s->file_count, tensors_before = s->table_count;
-	ms__model_dir dir;
-	int rc = ms__model_dir_open(&dir, path);
+	ms__listing dir;
+	int rc = ms__model_dir_open(&dir, path, &o);
 
 	for (size_t i = 0; rc == 0 && i < dir.count; i++) {
 		ms__source *src = NULL;
 
-		if ((rc = ms__model_dir_source(&src, &dir, i, s->opts.direct_io)) == 0)
-			rc = add_source(s, src, dir.files[i].location);
+		if ((rc = ms__listing_open(&src, &dir, i, &o)) == 0)
+			rc = add_source(s, src, dir.entries[i].location);
 	}
-	ms__model_dir_free(&dir);
+	/* The sources keep what they need of the listing (a reference to its client). */
+	ms__listing_free(&dir);
 	/* All or nothing: a bad shard takes the directory's other files back out. */
 	for (size_t i = files_before; rc < 0 && i < s->file_count; i++) {
 		ms__source_close(s->files[i].source);
@@ -376,6 +377,7 @@ static int add_directory(ms_streamer *s, const char *path)
 
 int ms_streamer_add(ms_streamer *s, const char *path)
 {
+	ms__open_options o;
 	ms__source *src = NULL;
 	int rc;
 
@@ -384,15 +386,10 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 	if (s->started)
 		return ms__error_set(MS_ESTATE,
 		                     "%s: files cannot be added once streaming has started", path);
-	if (ms__source_custom_handles(path))
-		rc = ms__source_custom_open(&src, path);
-	else if (ms__model_dir_is(path))
+	if (ms__location_is_dir(path))
 		return add_directory(s, path);
-	else if (ms__source_s3_handles(path))
-		rc = ms__source_s3_open(&src, path);
-	else
-		rc = ms__source_file_open(&src, path, s->opts.direct_io);
-	if (rc < 0)
+	o = (ms__open_options){.direct_io = s->opts.direct_io};
+	if ((rc = ms__source_open(&src, path, &o)) < 0)
 		return rc;
 	return add_source(s, src, path);
 }

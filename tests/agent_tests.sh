@@ -223,4 +223,33 @@ else
       fail "cache prepare without CAP_SYS_ADMIN: exit 5 and what to do" "rc=$rc $(cat "$tmp/err")"
   fi
 fi
+# SIGTERM while the agent fetches: it stops within 1 s, exits 0, and leaves the partial
+# download for the next start to resume. The origin gives every body 1 MB/s.
+mkdir -p "$tmp/slowroot/bucket" "$tmp/slowcache"
+head -c $((6 << 20)) /dev/urandom >"$tmp/slowroot/bucket/blob.bin"
+python3 "$(dirname "$0")/support/s3fault.py" --root "$tmp/slowroot" --port 0 --port-file "$tmp/slowport" \
+  --bandwidth 1000000 >/dev/null 2>&1 &
+pids+=($!)
+wait_for_file 10 "$tmp/slowport"
+printf 'cache: %s\nmodels:\n  - name: slow\n    source: s3://bucket/blob.bin\n' "$tmp/slowcache" >"$tmp/slow.yaml"
+AWS_ENDPOINT_URL=http://127.0.0.1:$(cat "$tmp/slowport") AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true \
+  AWS_ACCESS_KEY_ID=AKIDAGENT AWS_SECRET_ACCESS_KEY=agent-secret \
+  "$cli" serve --config "$tmp/slow.yaml" --listen "127.0.0.1:$(free_port)" --chunk-size 1M \
+  >"$tmp/slow-agent.log" 2>&1 &
+slowagent=$!
+pids+=("$slowagent")
+has_partial() { [ -n "$(find "$tmp/slowcache/blobs" -name '*.partial' 2>/dev/null)" ]; }
+if until_ok 10 has_partial; then
+  sleep 1
+  start=$(date +%s%N)
+  kill -TERM "$slowagent"
+  wait "$slowagent"; rc=$?
+  ms=$((($(date +%s%N) - start) / 1000000))
+  echo "# SIGTERM during the agent's fetch: exit $rc after ${ms} ms"
+  [ $rc -eq 0 ] && [ $ms -lt 1000 ] && has_partial &&
+    pass "SIGTERM during the agent's fetch: exit 0 within 1 s, the partial download kept" ||
+    fail "SIGTERM during the agent's fetch" "rc=$rc ${ms}ms $(tail -3 "$tmp/slow-agent.log")"
+else
+  fail "SIGTERM during the agent's fetch" "no partial download appeared: $(tail -3 "$tmp/slow-agent.log")"
+fi
 finish

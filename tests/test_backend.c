@@ -1,13 +1,17 @@
 /*
  * test_backend.c - application back ends for their own URL schemes (ms_backend_register):
- * registration rules, streaming through one, and how its failures reach the caller.
+ * registration rules, streaming through one, how its failures reach the caller, and the
+ * whole storage interface (list, exists, put) through push, ls, exists, stream and fetch.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "modelstream.h"
 #include "support/testutil.h"
@@ -81,7 +85,12 @@ static void load(memory_store *m, char *path, size_t path_size)
 
 static ms_backend backend_for(memory_store *m)
 {
-	return (ms_backend){MS_BACKEND_VERSION, "mem", mem_open, mem_read, mem_close, m};
+	return (ms_backend){.version = MS_BACKEND_VERSION,
+	                    .scheme = "mem",
+	                    .open = mem_open,
+	                    .read = mem_read,
+	                    .close = mem_close,
+	                    .data = m};
 }
 
 Test(backend, streams_the_same_tensors_as_the_file)
@@ -182,8 +191,12 @@ Test(backend, registration_rules)
 		cr_assert_lt(i, 100, "the registry never fills");
 	}
 	cr_assert_eq(ms_backend_unregister("x3"), 0);
-	cr_assert_eq(ms_backend_register(&(ms_backend){MS_BACKEND_VERSION, "x3", mem_open, mem_read,
-	                                               mem_close, &m}),
+	cr_assert_eq(ms_backend_register(&(ms_backend){.version = MS_BACKEND_VERSION,
+	                                               .scheme = "x3",
+	                                               .open = mem_open,
+	                                               .read = mem_read,
+	                                               .close = mem_close,
+	                                               .data = &m}),
 	             0, "a freed slot is reused");
 }
 
@@ -214,6 +227,301 @@ Test(backend, mapped_delivery_needs_a_local_file)
 	cr_assert_eq(ms_streamer_next(&t, s), 0, "%s", ms_error_last()->message);
 	cr_assert_eq(ms_streamer_delivery(s), MS_DELIVER_COPY, "one file is not local");
 	ms_streamer_free(s);
+	cr_assert_eq(ms_backend_unregister("mem"), 0);
+	free(m.bytes);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* myfs://: a whole store (open, read, list, exists, put) from memory                       */
+/* ---------------------------------------------------------------------------------------- */
+
+#define MYFS_MAX 32
+
+typedef struct {
+	char location[256];
+	unsigned char *bytes;
+	size_t size;
+} myfs_object;
+
+typedef struct {
+	pthread_mutex_t lock;
+	myfs_object objects[MYFS_MAX];
+	size_t count;
+	atomic_int lists, puts, exists_calls;
+} myfs;
+
+static myfs_object *myfs_find(myfs *fs, const char *location)
+{
+	for (size_t i = 0; i < fs->count; i++)
+		if (strcmp(fs->objects[i].location, location) == 0)
+			return &fs->objects[i];
+	return NULL;
+}
+
+static int myfs_open(void *data, const char *location, void **handle, uint64_t *size)
+{
+	myfs *fs = data;
+	myfs_object *o;
+
+	pthread_mutex_lock(&fs->lock);
+	o = myfs_find(fs, location);
+	pthread_mutex_unlock(&fs->lock);
+	if (o == NULL)
+		return ms_error_raise(MS_ENOTFOUND, "%s: no such object in myfs", location);
+	*handle = o;
+	*size = o->size;
+	return 0;
+}
+
+static int myfs_read(void *handle, void *dst, uint64_t offset, size_t length)
+{
+	myfs_object *o = handle;
+
+	memcpy(dst, o->bytes + offset, length);
+	return 0;
+}
+
+static void myfs_close(void *handle)
+{
+	(void)handle;
+}
+
+static int myfs_list(void *data, const char *location, ms_list_fn fn, void *payload)
+{
+	myfs *fs = data;
+	size_t n = strlen(location);
+	int rc = 0;
+
+	atomic_fetch_add(&fs->lists, 1);
+	/* In reverse order of creation: the library must not rely on the store's order. */
+	for (size_t i = fs->count; rc == 0 && i-- > 0;) {
+		const myfs_object *o = &fs->objects[i];
+		char etag[32];
+		ms_object obj = {.name = o->location + n, .size = o->size, .etag = etag};
+
+		if (strncmp(o->location, location, n) != 0)
+			continue;
+		snprintf(etag, sizeof(etag), "\"v%zu-%zu\"", i, o->size);
+		rc = fn(&obj, payload);
+	}
+	return rc;
+}
+
+static int myfs_exists(void *data, const char *location, int *exists, uint64_t *size)
+{
+	myfs *fs = data;
+	const myfs_object *o;
+
+	atomic_fetch_add(&fs->exists_calls, 1);
+	pthread_mutex_lock(&fs->lock);
+	o = myfs_find(fs, location);
+	pthread_mutex_unlock(&fs->lock);
+	*exists = o != NULL;
+	if (o != NULL && size != NULL)
+		*size = o->size;
+	return 0;
+}
+
+static int myfs_put(void *data, const char *location, const void *bytes, uint64_t size)
+{
+	myfs *fs = data;
+	myfs_object *o;
+	int rc = 0;
+
+	atomic_fetch_add(&fs->puts, 1);
+	pthread_mutex_lock(&fs->lock);
+	if ((o = myfs_find(fs, location)) == NULL && fs->count < MYFS_MAX) {
+		o = &fs->objects[fs->count++];
+		snprintf(o->location, sizeof(o->location), "%s", location);
+	}
+	if (o == NULL) {
+		rc = ms_error_raise(MS_ENOSPC, "%s: myfs is full", location);
+	} else {
+		free(o->bytes);
+		o->bytes = malloc(size > 0 ? size : 1);
+		memcpy(o->bytes, bytes, size);
+		o->size = size;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+static ms_backend myfs_backend(myfs *fs)
+{
+	return (ms_backend){.version = MS_BACKEND_VERSION,
+	                    .scheme = "myfs",
+	                    .open = myfs_open,
+	                    .read = myfs_read,
+	                    .close = myfs_close,
+	                    .data = fs,
+	                    .list = myfs_list,
+	                    .exists = myfs_exists,
+	                    .put = myfs_put};
+}
+
+static void myfs_free(myfs *fs)
+{
+	for (size_t i = 0; i < fs->count; i++)
+		free(fs->objects[i].bytes);
+}
+
+typedef struct {
+	char names[MYFS_MAX][256];
+	int prefix[MYFS_MAX];
+	size_t count;
+} names;
+
+static int collect_name(const ms_object *o, void *payload)
+{
+	names *n = payload;
+
+	cr_assert_lt(n->count, MYFS_MAX);
+	snprintf(n->names[n->count], sizeof(n->names[0]), "%s", o->name);
+	n->prefix[n->count++] = o->is_prefix;
+	return 0;
+}
+
+/* A local model directory: two shards, a config, and a file in a sub-directory. */
+static void local_model(char *dir, size_t size)
+{
+	char path[8192];
+
+	tu_path(dir, size, "model");
+	cr_assert_eq(mkdir(dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/model-00001-of-00002.safetensors", dir);
+	tu_write_safetensors(
+	    path, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1000],\"data_offsets\":[0,4000]}}", 4000,
+	    1);
+	snprintf(path, sizeof(path), "%s/model-00002-of-00002.safetensors", dir);
+	tu_write_safetensors(
+	    path, "{\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 3, 2);
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	tu_write_file(path, "{\"dim\": 8}\n", 11);
+	snprintf(path, sizeof(path), "%s/sub/params.json", dir);
+	tu_write_file(path, "{}\n", 3);
+}
+
+static bool same_file(const char *a, const unsigned char *bytes, size_t size)
+{
+	FILE *f = fopen(a, "rb");
+	unsigned char buf[8192];
+	size_t n;
+
+	cr_assert_not_null(f, "%s", a);
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	return n == size && memcmp(buf, bytes, size) == 0;
+}
+
+/* push, ls, exists, stream and fetch: every storage call works on a registered scheme. */
+Test(backend, myfs_through_push_ls_exists_stream_and_fetch)
+{
+	myfs fs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	ms_backend b = myfs_backend(&fs);
+	char dir[4096], cache_dir[4096], path[8192];
+	names all = {0}, top = {0};
+	ms_cache *cache;
+	ms_streamer *s;
+	const ms_tensor *t;
+	uint64_t size = 0;
+	int exists = -1;
+
+	local_model(dir, sizeof(dir));
+	cr_assert_eq(ms_backend_register(&b), 0, "%s", ms_error_last()->message);
+
+	/* push: the directory, each file under its relative name. */
+	cr_assert_eq(ms_push(dir, "myfs://models/llama/", NULL), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(fs.count, 4);
+	cr_assert_eq(atomic_load(&fs.puts), 4);
+	cr_assert_not_null(myfs_find(&fs, "myfs://models/llama/sub/params.json"));
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	cr_assert(same_file(path, myfs_find(&fs, "myfs://models/llama/config.json")->bytes,
+	                    myfs_find(&fs, "myfs://models/llama/config.json")->size));
+	/* A file to a prefix goes under its base name. */
+	cr_assert_eq(ms_push(path, "myfs://other/", NULL), 0, "%s", ms_error_last()->message);
+	cr_assert_not_null(myfs_find(&fs, "myfs://other/config.json"));
+
+	/* ls: sorted whatever the store's order; sub-prefixes once without --recursive. */
+	cr_assert_eq(ms_list("myfs://models/llama/", MS_LIST_RECURSIVE, collect_name, &all), 0,
+	             "%s", ms_error_last()->message);
+	cr_assert_eq(all.count, 4);
+	cr_assert_str_eq(all.names[0], "config.json");
+	cr_assert_str_eq(all.names[1], "model-00001-of-00002.safetensors");
+	cr_assert_str_eq(all.names[3], "sub/params.json");
+	cr_assert_eq(ms_list("myfs://models/llama/", 0, collect_name, &top), 0);
+	cr_assert_eq(top.count, 4);
+	cr_assert_str_eq(top.names[3], "sub/");
+	cr_assert_eq(top.prefix[3], 1);
+	cr_assert_eq(ms_list("myfs://models/llama/config.json", 0, collect_name, &top), MS_EINVAL,
+	             "an object is not a prefix");
+
+	/* exists: through the back end's own function. */
+	cr_assert_eq(ms_exists("myfs://models/llama/config.json", &exists, &size), 0);
+	cr_assert_eq(exists, 1);
+	cr_assert_eq(size, 11);
+	cr_assert_eq(ms_exists("myfs://models/llama/none", &exists, &size), 0);
+	cr_assert_eq(exists, 0);
+	cr_assert_eq(atomic_load(&fs.exists_calls), 2);
+
+	/* stream: the prefix is a model directory, its shards in name order. */
+	cr_assert_eq(ms_streamer_new(&s, NULL), 0);
+	cr_assert_eq(ms_streamer_add(s, "myfs://models/llama/"), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_streamer_file_count(s), 2);
+	cr_assert_eq(ms_streamer_next(&t, s), 0, "%s", ms_error_last()->message);
+	cr_assert_str_eq(t->name, "a");
+	cr_assert_eq(ms_streamer_next(&t, s), 0);
+	cr_assert_str_eq(t->name, "b");
+	cr_assert_eq(ms_streamer_next(&t, s), MS_ITER_END);
+	ms_streamer_free(s);
+
+	/* fetch: every file into the cache, verified and published. */
+	tu_path(cache_dir, sizeof(cache_dir), "cache");
+	cr_assert_eq(mkdir(cache_dir, 0755), 0);
+	cr_assert_eq(ms_cache_open(&cache, cache_dir, NULL), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_cache_fetch(cache, "myfs://models/llama/", "llama", NULL, NULL), 0, "%s",
+	             ms_error_last()->message);
+	for (size_t i = 0; i < fs.count; i++) {
+		const myfs_object *o = &fs.objects[i];
+		const char *rel = o->location + strlen("myfs://models/llama/");
+
+		if (strncmp(o->location, "myfs://models/llama/", 20) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/models/llama/%s", cache_dir, rel);
+		cr_assert(same_file(path, o->bytes, o->size), "%s differs in the cache", rel);
+	}
+	ms_cache_free(cache);
+	cr_assert_eq(ms_backend_unregister("myfs"), 0);
+	myfs_free(&fs);
+}
+
+/* A back end of version 1 (open, read, close) still registers; what it lacks is refused
+ * with one line that says so. */
+Test(backend, version_1_without_list_or_put)
+{
+	memory_store m = {0};
+	ms_backend b = backend_for(&m);
+	names n = {0};
+	int exists = -1;
+	char path[4096];
+
+	load(&m, path, sizeof(path));
+	b.version = 1;
+	b.list = (int (*)(void *, const char *, ms_list_fn, void *))0x1; /* past a v1 struct */
+	cr_assert_eq(ms_backend_register(&b), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_list("mem://", 0, collect_name, &n), MS_EUNSUPPORTED);
+	cr_assert_str_eq(ms_error_last()->message,
+	                 "mem://: its back end cannot list prefixes (it registered no list "
+	                 "function)");
+	cr_assert_eq(ms_push(path, "mem://copy", NULL), MS_EUNSUPPORTED);
+	cr_assert(strstr(ms_error_last()->message, "cannot store objects") != NULL, "%s",
+	          ms_error_last()->message);
+	/* exists without its function: asked by opening. */
+	cr_assert_eq(ms_exists("mem://model", &exists, NULL), 0);
+	cr_assert_eq(exists, 1);
+	cr_assert_eq(ms_exists("mem://other", &exists, NULL), 0);
+	cr_assert_eq(exists, 0);
 	cr_assert_eq(ms_backend_unregister("mem"), 0);
 	free(m.bytes);
 }

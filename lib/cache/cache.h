@@ -62,8 +62,8 @@ struct cJSON *ms__cache_read_json(const char *path);
 
 /** The blob's record, written once it is complete. */
 typedef struct {
-	char *source;
-	char *etag;
+	const char *source;
+	const char *etag;
 	uint64_t size;
 	int64_t fetched_at;
 } ms__cache_blob_info;

@@ -47,17 +47,12 @@
 #include "cancel.h"
 #include "engine.h"
 #include "gate.h"
+#include "location.h"
 #include "cache.h"
 #include "fetch_source.h"
 #include "error.h"
-#include "model_dir.h"
-#include "s3/s3_client.h"
-#include "s3/s3_list.h"
-#include "s3/s3_url.h"
 #include "safetensors.h"
 #include "source.h"
-#include "source_custom.h"
-#include "s3/source_s3.h"
 
 #define STATE_MAGIC "MSPART01"
 #define TICK_MS     250
@@ -69,7 +64,7 @@ typedef struct {
 	uint64_t chunk_size;
 	uint64_t chunks;
 	char boot_id[40];
-	char etag[MS__S3_CLIENT_ETAG_SIZE];
+	char etag[256]; /* the ETag as the store sent it, NUL-padded */
 } state_header;
 
 /* A fetch in progress, for the callback. */
@@ -79,9 +74,9 @@ typedef struct {
 	void *payload;
 	ms_fetch_progress p;
 	struct timespec start;
-	uint64_t done_before; /* bytes of files finished before the current one */
-	ms__s3_client *client;
-	ms__gate *gate; /* object storage only */
+	uint64_t done_before;    /* bytes of files finished before the current one */
+	const source_list *list; /* the source's files, and its client's counters */
+	ms__gate *gate;          /* remote back ends only */
 } fetch;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -102,10 +97,13 @@ static void report(fetch *f, ms_fetch_state state, const char *file)
 	f->p.file = file;
 	f->p.seconds =
 	    (double)(now.tv_sec - f->start.tv_sec) + (double)(now.tv_nsec - f->start.tv_nsec) / 1e9;
-	if (f->client != NULL) {
-		f->p.retries = ms__s3_client_retries(f->client);
-		f->p.throttled = ms__s3_client_throttles(f->client);
-		ms__s3_client_retry_reasons(f->client, f->p.retries_by_reason);
+	if (f->list != NULL) {
+		ms__backend_counters k;
+
+		ms__fetch_source_counters(f->list, &k);
+		f->p.retries = k.retries;
+		f->p.throttled = k.throttles;
+		memcpy(f->p.retries_by_reason, k.retries_by_reason, sizeof(k.retries_by_reason));
 	}
 	if (f->gate != NULL) {
 		ms__admission_stats st;
@@ -602,12 +600,7 @@ static int read_small(char **out, size_t *len, const char *location)
 	int rc;
 
 	*out = NULL;
-	if (ms__source_custom_handles(location))
-		rc = ms__source_custom_open(&src, location);
-	else if (ms__source_s3_handles(location))
-		rc = ms__source_s3_open(&src, location);
-	else
-		rc = ms__source_file_open(&src, location, MS_DIRECT_IO_OFF);
+	rc = ms__source_open(&src, location, NULL);
 	if (rc < 0)
 		return rc;
 	if (src->size > MANIFEST_MAX) {
@@ -722,8 +715,8 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 	report(&f, MS_FETCH_RESOLVING, NULL);
 	if ((rc = ms__fetch_list_source(&l, source, c->opts.cancel)) < 0)
 		return rc;
-	f.client = l.client;
-	if (l.client != NULL) {
+	f.list = &l;
+	if (ms__fetch_source_remote(&l)) {
 		ms__admission_options ao = {
 		    .max_connections = c->opts.node_connections > 0 ? c->opts.node_connections : 64,
 		    .max_bytes_per_second = c->opts.node_bytes_per_second,

@@ -8,15 +8,14 @@
 #include <stdint.h>
 
 #include "cache.h"
-#include "s3/s3_client.h"
+#include "location.h"
 #include "source.h"
 
-/* One file of the source. */
+/* One file of the source; the strings point into the listing. */
 typedef struct {
-	char *path;     /* relative to the model */
-	char *location; /* where it is read from */
-	char *s3_key;   /* for object storage */
-	char *etag;
+	const char *path;     /* relative to the model */
+	const char *location; /* where it is read from */
+	const char *etag;
 	uint64_t size;
 	char key[MS__CACHE_KEY_LEN + 1];
 } source_file;
@@ -24,21 +23,26 @@ typedef struct {
 typedef struct {
 	source_file *files;
 	size_t count;
-	ms__s3_client *client; /* object storage: shared by every file */
-	bool local;            /* files on the local file system */
+	ms__listing listing; /* files[i] is listing.entries[i] */
 } source_list;
 
 /**
- * Lists the files of `source`: every object under a prefix (relative paths kept), one
- * object, every regular file under a local directory, one file, or a registered back end's
- * location. Sorted by path. Object storage requests stop when `cancel` (may be NULL)
- * fires. Returns 0; MS_ENOTFOUND for nothing there; MS_EINVAL for a path
- * that climbs out of the model; the errors of listing.
+ * Lists the files of `source` through the location layer: every object under a directory
+ * or prefix (relative paths kept), or the one file or object it names. Sorted by path.
+ * Requests stop when `cancel` (may be NULL) fires. Returns 0; MS_ENOTFOUND for nothing
+ * there; MS_EINVAL for a path that climbs out of the model; the errors of listing.
  */
 int ms__fetch_list_source(source_list *l, const char *source, const ms_cancel *cancel);
 
 /** Opens file `f` of the listing for reading (object storage shares the list's client). */
 int ms__fetch_open_source(ms__source **out, const source_list *l, const source_file *f);
+
+/** True if reads of the source cross the network and share the node's admission budget. */
+bool ms__fetch_source_remote(const source_list *l);
+
+/** Retries, throttles and retries by reason of the listing's client so far (zeros for
+ * back ends without one). */
+void ms__fetch_source_counters(const source_list *l, ms__backend_counters *out);
 
 /** Frees the listing. */
 void ms__fetch_source_free(source_list *l);

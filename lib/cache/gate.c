@@ -17,11 +17,11 @@ struct ms__gate {
 	ms__admission *adm;
 	double patience;
 	atomic_bool canceled;
-	atomic_uint_fast64_t bytes;   /* moved through the gate, for the controller */
-	atomic_uint throttles;        /* congestion signals seen by the wrapped sources */
-	atomic_uint seed_seq;         /* spreads the jitter of concurrent waits */
-	pthread_mutex_t lock;         /* guards unavailable_since and tick */
-	double unavailable_since;     /* monotonic seconds; 0 while the store answers */
+	atomic_uint_fast64_t bytes; /* moved through the gate, for the controller */
+	atomic_uint throttles;      /* congestion signals seen by the wrapped sources */
+	atomic_uint seed_seq;       /* spreads the jitter of concurrent waits */
+	pthread_mutex_t lock;       /* guards unavailable_since and tick */
+	double unavailable_since;   /* monotonic seconds; 0 while the store answers */
 };
 
 typedef struct {
@@ -138,9 +138,8 @@ static int gated_read(ms__source *src, void *dst, uint64_t offset, size_t length
 		if (atomic_load(&g->canceled))
 			return ms__error_set(MS_ECANCELED, "%s: canceled", src->location);
 		if ((rc = ms__admission_enter(g->adm, &token)) < 0)
-			return rc == MS_ECANCELED
-			           ? ms__error_set(rc, "%s: canceled", src->location)
-			           : rc;
+			return rc == MS_ECANCELED ? ms__error_set(rc, "%s: canceled", src->location)
+			                          : rc;
 		rc = ms__admission_pace(g->adm, length);
 		if (rc == 0)
 			rc = ms__source_read(s->inner, dst, offset, length);

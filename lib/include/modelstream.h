@@ -492,7 +492,8 @@ enum {
 };
 
 /**
- * Lists the objects under `prefix_url` ("s3://bucket/dir/", "s3://bucket"), following
+ * Lists the objects under `prefix_url` ("s3://bucket/dir/", "s3://bucket", a local
+ * directory, or a prefix of a registered scheme whose back end can list), following
  * every page of ListObjectsV2. Without MS_LIST_RECURSIVE, objects in sub-prefixes are
  * reported once per sub-prefix with is_prefix set, as `aws s3 ls` shows "PRE sub/".
  * @return 0; what `fn` returned when it stopped; MS_EINVAL (not a prefix URL; a URL that
@@ -500,6 +501,13 @@ enum {
  *         MS_EACCES; MS_EIO; MS_EFORMAT (a listing that does not parse); MS_ENOMEM.
  */
 MS_EXTERN int ms_list(const char *prefix_url, int flags, ms_list_fn fn, void *payload);
+
+/**
+ * ms_list(), which stops with MS_ECANCELED (a request in flight aborted) once `cancel`
+ * fires; `cancel` may be NULL.
+ */
+MS_EXTERN int ms_list_with(const char *prefix_url, int flags, const ms_cancel *cancel,
+                           ms_list_fn fn, void *payload);
 
 /**
  * Says whether `location` (a local path or an object URL) exists, and its size.
@@ -526,7 +534,7 @@ MS_EXTERN int ms_explain(const char *location, char *out, size_t size);
 typedef void (*ms_push_progress_fn)(const char *location, uint64_t done, uint64_t total,
                                     void *payload);
 
-#define MS_PUSH_OPTIONS_VERSION 1
+#define MS_PUSH_OPTIONS_VERSION 2
 
 /** Options of ms_push(). Start from MS_PUSH_OPTIONS_INIT or ms_push_options_init(). */
 typedef struct {
@@ -535,11 +543,14 @@ typedef struct {
 	uint64_t part_size;           /**< bytes per multipart part; 0: 16 MiB; at least 5 MiB */
 	ms_push_progress_fn progress; /**< NULL for none; called from the uploading threads */
 	void *progress_payload;
+	/** Version 2: fired, the upload stops with MS_ECANCELED (a multipart upload is
+	 * aborted on the store); NULL for none. */
+	ms_cancel *cancel;
 } ms_push_options;
 
-#define MS_PUSH_OPTIONS_INIT                              \
-	{                                                 \
-		MS_PUSH_OPTIONS_VERSION, 0, 0, NULL, NULL \
+#define MS_PUSH_OPTIONS_INIT                                    \
+	{                                                       \
+		MS_PUSH_OPTIONS_VERSION, 0, 0, NULL, NULL, NULL \
 	}
 
 /** Sets `opts` to the defaults. */
@@ -784,7 +795,7 @@ MS_EXTERN int ms_cache_verify(ms_cache *c, const char *name, int content);
 /* Back ends of your own                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
-#define MS_BACKEND_VERSION 1
+#define MS_BACKEND_VERSION 2
 
 /**
  * A source of bytes for locations "SCHEME://...": register one to stream from a store the
@@ -804,12 +815,32 @@ typedef struct {
 	int (*read)(void *handle, void *dst, uint64_t offset, size_t length);
 	/** Releases the handle. */
 	void (*close)(void *handle);
-	void *data; /**< passed to open */
+	void *data; /**< passed to open and to the functions below */
+
+	/*
+	 * Version 2, each optional (NULL): the rest of the storage interface, so that
+	 * ms_list(), ms_exists(), ms_push() and ms_cache_fetch() work on the scheme too.
+	 * A prefix is a location ending in '/' ("myfs://models/llama/").
+	 */
+	/**
+	 * Calls `fn` once per object under prefix `location`, in any order: `name` relative
+	 * to the prefix ("sub/file.bin"), `size`, and `etag` (a version token; NULL if none)
+	 * set; `location` may be NULL (the library composes prefix + name). A non-zero return
+	 * of `fn` must be returned at once. Without it, prefixes cannot be listed or fetched.
+	 */
+	int (*list)(void *data, const char *location, ms_list_fn fn, void *payload);
+	/** Sets *exists to 1 or 0 and, when it exists and `size` is not NULL, *size. Without
+	 * it, existence is asked by opening the location. */
+	int (*exists)(void *data, const char *location, int *exists, uint64_t *size);
+	/** Stores `size` bytes as object `location`, replacing any. Without it, ms_push()
+	 * to the scheme fails with MS_EUNSUPPORTED. */
+	int (*put)(void *data, const char *location, const void *bytes, uint64_t size);
 } ms_backend;
 
 /**
  * Registers `backend` (the struct is copied; `data` and the functions must stay valid until
- * it is unregistered). Up to 16 schemes.
+ * it is unregistered). Up to 16 schemes. A struct of version 1 (without list, exists and
+ * put) is accepted from callers built against the older header.
  * @return 0; MS_EINVAL for a bad struct or scheme, or "s3", "gs" or "file", which are
  *         built in; MS_ESTATE if the scheme is registered already; MS_ELIMIT when full.
  */

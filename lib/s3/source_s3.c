@@ -133,8 +133,9 @@ int ms__source_s3_stat(ms__s3_client *client, const char *key, const char *what,
 	return rc;
 }
 
-int ms__source_s3_open(ms__source **out, const char *url)
+int ms__source_s3_open(ms__source **out, const char *url, const ms_cancel *cancel)
 {
+	ms__s3_client_options copts = {.cancel = cancel};
 	s3_source *s;
 	int rc;
 
@@ -142,7 +143,7 @@ int ms__source_s3_open(ms__source **out, const char *url)
 	s = ms__calloc(1, sizeof(*s));
 	if (s == NULL)
 		return ms__error_set(MS_ENOMEM, "%s: out of memory", url);
-	if ((rc = ms__s3_client_open(&s->client, url, NULL)) < 0)
+	if ((rc = ms__s3_client_open(&s->client, url, &copts)) < 0)
 		goto fail;
 	if (ms__s3_client_location(s->client)->prefix) {
 		rc = ms__error_set(MS_EINVAL,

@@ -18,9 +18,10 @@ bool ms__source_s3_handles(const char *location);
  * Opens the object at `url`: opens a client (endpoint, credential chain) and HEADs the
  * object for its size and ETag. Returns 0, or MS_ENOTFOUND, MS_EACCES, MS_EINVAL (a bad
  * URL, or a prefix), MS_EIO (the store cannot be reached after retries), MS_ENOMEM, with a
- * message naming the URL and never a secret.
+ * message naming the URL and never a secret. Its requests stop when `cancel` (or NULL)
+ * fires.
  */
-int ms__source_s3_open(ms__source **out, const char *url);
+int ms__source_s3_open(ms__source **out, const char *url, const ms_cancel *cancel);
 
 /**
  * HEADs object `key` (NULL: the client's own) for its size and ETag (`etag` may be NULL).
