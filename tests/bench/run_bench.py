@@ -14,8 +14,9 @@
 
 The S3 rows (group "s3", `--only s3` selects them all) read the same file through Debian's nginx
 on 127.0.0.1 (s3_bench.py): N parallel curls of 1/N of it each (the transport limit), modelstream
-and Run:ai's S3 back end on s3://models/KEY. nginx is started before the first of them and
-stopped at the end, also on Ctrl-C, SIGTERM or an error.
+and Run:ai's S3 back end on s3://models/KEY, and `modelstream fetch` of the same object into a
+node cache (on a tmpfs the harness mounts, and on disk) emptied before every run. nginx is
+started before the first of them and stopped at the end, also on Ctrl-C, SIGTERM or an error.
 
 "Hot" runs find the whole file in the page cache: residency is checked with fincore(1) right
 before each one and the file is read through once, untimed, when pages are missing (our VMs page
@@ -48,7 +49,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import s3_bench  # sibling module: the nginx S3 endpoint
 from benchutil import data_bytes
@@ -101,6 +102,9 @@ class Row:
     parallel: Optional[list[list[str]]] = None
     parallel_lengths: Optional[list[int]] = None  # bytes each of them must download
     server: Optional[object] = None  # an NginxS3 whose CPU time is recorded for each run
+    # A node cache (modelstream fetch): emptied before each run, untimed; the figure is the file
+    # over the wall time, and a run counts only if it downloaded and published every byte.
+    fetch_cache: Optional["FetchCache"] = None
     cpu: bool = True            # CPU seconds per GB means something (not for memcpy_bench)
     runs: list[dict] = dataclasses.field(default_factory=list)
     skipped: Optional[str] = None
@@ -435,6 +439,8 @@ def run_once(row: Row, file_bytes: int) -> dict:
     if row.devnull_stdout:
         # cat reports nothing: its figure is the whole file over its wall time.
         run.update(bytes=file_bytes, seconds=wall, gbps=file_bytes / wall / 1e9)
+    elif row.fetch_cache is not None:
+        fetch_report(run, row.fetch_cache, stdout, file_bytes, wall)
     else:
         report = last_json_line(stdout)
         if report is None or report.get("gbps") is None:
@@ -571,6 +577,154 @@ class TmpfsCopy:
         if self.mounted:
             subprocess.run(["umount", str(self.dir)], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def meminfo_bytes(field: str) -> Optional[int]:
+    """A /proc/meminfo figure in bytes (MemAvailable, ShmemHugePages, ...), or None."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+class FetchCache:
+    """The node cache of the fetch rows, emptied before every run so that each run downloads
+    the whole object: on "tmpfs", a tmpfs mounted with huge=within_size (what `modelstream cache
+    prepare --medium tmpfs-huge` makes) for the harness's lifetime; on "disk", a directory in
+    the data directory, where the fetch fdatasyncs the file before publishing it. The cache is
+    always DIR/cache, so the command line is fixed; fresh() removes the last run's and makes an
+    empty one. Set up when the first run needs it, removed (unmounted) at the end however the
+    run ends."""
+
+    def __init__(self, medium: str, parent: Path, key: str, size: int):
+        self.medium = medium
+        self.key = key  # the object's key: the file's name in the published model
+        self.size = size  # the tmpfs's size in bytes
+        # Named now but made on first use, so that rows which never run leave nothing behind.
+        self.dir = parent / f"ms-bench-fetch-{medium}-{os.getpid()}"
+        self.path = self.dir / "cache"
+        self.entered = False
+        self.mounted = False
+        self.shmem_huge_before: Optional[int] = None
+
+    def __enter__(self) -> "FetchCache":
+        self.dir.mkdir(parents=True)
+        if self.medium == "tmpfs":
+            size_mib = -(-self.size // (2 * MIB)) * 2  # whole 2 MiB pages
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o",
+                                      f"size={size_mib}m,huge=within_size", "tmpfs",
+                                      str(self.dir)], capture_output=True, text=True, check=False)
+            if mounted.returncode != 0:
+                self.dir.rmdir()
+                raise OSError(f"mount -t tmpfs {self.dir} failed: {mounted.stderr.strip()}")
+            self.mounted = True
+        self.entered = True
+        return self
+
+    def shortfall(self, file_bytes: int) -> Optional[str]:
+        """Why a fetch of file_bytes cannot run here now (None when it can), asked when its row
+        starts, with the last row's cache removed: on tmpfs, memory (the copy cannot be
+        reclaimed, and the source file must stay in the page cache, which MemAvailable
+        counts); on disk, free space."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.medium == "tmpfs":
+            available = memory_available()
+            if available is not None and available < 2 * file_bytes + GIB:
+                return (f"the tmpfs cache needs the file's {file_bytes / GIB:.1f} GiB besides "
+                        f"its page cache, and {available / GIB:.1f} GiB are available")
+            return None
+        free = shutil.disk_usage(self.dir).free
+        if free < file_bytes + GIB:
+            return (f"{self.dir} has {free / GIB:.1f} GiB free; the disk cache needs "
+                    f"{(file_bytes + GIB) / GIB:.1f}")
+        return None
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.medium == "disk":
+            os.sync()  # nothing of the last run (or anything else) left to write back
+        self.path.mkdir()
+        self.shmem_huge_before = meminfo_bytes("ShmemHugePages")
+
+    def published(self, report: dict) -> Optional[Path]:
+        """The file the fetch published (DIR/models/NAME/KEY, a link to its blob), if any."""
+        model_dir = report.get("path")
+        if not isinstance(model_dir, str):
+            return None
+        path = Path(model_dir) / self.key
+        return path if path.is_file() else None
+
+    def huge_bytes(self) -> Optional[int]:
+        """Shmem in huge pages gained since fresh(): on tmpfs, how much of the fetched file
+        landed in 2 MiB pages (the machine's figure; other tmpfs users count too)."""
+        after = meminfo_bytes("ShmemHugePages")
+        if self.medium != "tmpfs" or after is None or self.shmem_huge_before is None:
+            return None
+        return max(0, after - self.shmem_huge_before)
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.mounted:
+            if subprocess.run(["umount", str(self.dir)], capture_output=True,
+                              check=False).returncode != 0:
+                # Still busy (a fetch that has not quite gone): detach it, freed when idle.
+                subprocess.run(["umount", "--lazy", str(self.dir)], capture_output=True,
+                               check=False)
+            self.mounted = False
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+        self.entered = False
+
+
+def fetch_report(run: dict, cache: FetchCache, stdout: str, file_bytes: int,
+                 wall: float) -> None:
+    """A fetch run's figures from its JSON log (--log-format json: one object per line, the
+    last one the "done" event). The run counts only if this process downloaded every byte
+    (bytes_fetched: nothing came from an earlier cache) and the published file has the
+    object's size. The figure is the file over the wall time, as for curl-parallel; the
+    engine's own clock (without process start-up) is kept as engine_gbps."""
+    events = []
+    for line in stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    events.append(value)
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    failed = next((e for e in reversed(events) if e.get("event") == "error"), None)
+    last_file = next((e for e in reversed(events) if e.get("event") == "file"), None)
+    if not run["ok"]:
+        if failed is not None:
+            run["error"] = f"{failed.get('code')}: {failed.get('message')}"
+        return
+    problem = None
+    if done is None:
+        problem = "no \"done\" event in the JSON log on stdout"
+    elif done.get("bytes_fetched") != file_bytes or done.get("bytes_total") != file_bytes:
+        problem = (f"fetched {done.get('bytes_fetched')} of {done.get('bytes_total')} bytes; "
+                   f"expected all {file_bytes} downloaded by this run")
+    else:
+        published = cache.published(done)
+        if published is None or published.stat().st_size != file_bytes:
+            problem = (f"{done.get('path')}/{cache.key}: not published with the object's "
+                       f"{file_bytes} bytes")
+    if problem is not None:
+        run["ok"] = False
+        run["error"] = problem
+        return
+    run["report"] = done
+    run.update(bytes=file_bytes, seconds=wall, gbps=file_bytes / wall / 1e9)
+    if done.get("seconds"):
+        run["engine_seconds"] = done["seconds"]
+        run["engine_gbps"] = file_bytes / done["seconds"] / 1e9
+    if last_file is not None and last_file.get("window") is not None:
+        run["final_window"] = last_file["window"]
+    huge = cache.huge_bytes()
+    if huge is not None:
+        run["shmem_huge_bytes"] = huge
+        run["huge_fraction"] = min(1.0, huge / file_bytes)
 
 
 def make_rows(args: argparse.Namespace, build: Path, model: Path, memcpy: Path,
@@ -745,6 +899,7 @@ def make_s3_rows(args: argparse.Namespace, build: Path, model: Path,
         row("modelstream-s3-unlimited", f"modelstream stream {url}, unlimited memory", ms(-1),
             unlimited_skip),
     ]
+    rows += make_fetch_rows(args, modelstream, model, url, env, row)
     if args.hugepages:
         rows += [
             row("modelstream-s3-hugepages", f"modelstream stream {url}, --memory-limit {limit}, "
@@ -764,6 +919,48 @@ def make_s3_rows(args: argparse.Namespace, build: Path, model: Path,
         rows.append(row(f"modelstream-s3-c{concurrency}", f"modelstream stream {url}, "
                         f"--concurrency {concurrency}, --memory-limit {limit}",
                         ms(limit, concurrency), memory_limit=limit))
+    return rows
+
+
+def make_fetch_rows(args: argparse.Namespace, modelstream: str, model: Path, url: str,
+                    env: Optional[dict], row: Callable[..., Row]) -> list[Row]:
+    """The fetch rows: `modelstream fetch` of the same object from the same nginx into a node
+    cache emptied before every run, at the curl rows' concurrency: on tmpfs with
+    huge=within_size (where a node cache lives; needs root to mount and the file's size in free
+    memory besides its page cache) and on disk (the data directory's file system)."""
+    file_bytes = model.stat().st_size
+    conc = args.concurrency
+    key = s3_bench.object_key(model)
+    data_dir = Path(args.data).resolve()
+    if env is not None:
+        # Flags win over MODELSTREAM_* settings, but a node rate, a config file or a budget
+        # left in the caller's environment would still change what is measured.
+        env = {k: v for k, v in env.items() if not k.startswith("MODELSTREAM_")}
+    tmpfs = FetchCache("tmpfs", Path(tempfile.gettempdir()), key, file_bytes + 256 * MIB)
+    disk = FetchCache("disk", data_dir, key, file_bytes)
+    # Memory and disk space are checked when each row starts (FetchCache.shortfall): the tmpfs
+    # copy of the tmpfs rows, if they ran, is still mounted then.
+    tmpfs_skip = None if os.geteuid() == 0 else "mounting tmpfs needs root"
+
+    def fetch(cache: FetchCache, *extra: str) -> list[str]:
+        # --log-format json rather than -q: the "done" event tells the harness that this run
+        # downloaded every byte itself. The chunk size is fetch's default for object storage.
+        return [modelstream, "fetch", url, "--cache", str(cache.path), "--concurrency",
+                str(conc), "--log-format", "json", *extra]
+
+    rows = [
+        row("modelstream-fetch-tmpfs", f"modelstream fetch {url} --concurrency {conc} into a "
+            "fresh node cache on tmpfs huge=within_size (adaptive window, at most "
+            f"{conc} reads in flight)", fetch(tmpfs), tmpfs_skip, fetch_cache=tmpfs),
+        row("modelstream-fetch-tmpfs-fixed", f"the same with --fixed-concurrency: {conc} reads "
+            f"in flight throughout, as the {conc} curls", fetch(tmpfs, "--fixed-concurrency"),
+            tmpfs_skip, fetch_cache=tmpfs),
+        row("modelstream-fetch-disk", f"modelstream fetch {url} --concurrency {conc} into a "
+            f"fresh node cache on disk ({data_dir}; the file is fdatasynced before it is "
+            "published)", fetch(disk), fetch_cache=disk),
+    ]
+    for made in rows:
+        made.env = env
     return rows
 
 
@@ -796,6 +993,8 @@ def measure_rss_floor() -> int:
 def run_row(row: Row, repeat: int, cache: PageCache, file_bytes: int) -> None:
     """Runs a row repeat times; stops at its first failure, which is then reported."""
     for index in range(repeat):
+        if row.fetch_cache is not None:
+            row.fetch_cache.fresh()  # untimed: the last run's cache removed, an empty one made
         cached = cache.prepare(row.cold)
         run = run_once(row, file_bytes)
         run["page_cache_fraction_before"] = cached
@@ -882,6 +1081,21 @@ def s3_notes(row: Row, report: dict) -> str:
     if row.parallel is not None:
         # The sum over the processes would add up each one's inherited floor; not shown.
         notes.append("peak RSS: the largest single curl")
+    if row.fetch_cache is not None:
+        shown = ("cache: tmpfs huge=within_size" if row.fetch_cache.medium == "tmpfs"
+                 else "cache: disk")
+        huge = row.median("huge_fraction")
+        if huge is not None:
+            shown += f", {huge * 100:.0f}% in 2 MiB pages"
+        notes.append(shown)
+        engine = row.median("engine_gbps")
+        if engine is not None:
+            notes.append(f"engine's own clock {engine:.2f} GB/s (without start-up)")
+        window = row.median("final_window")
+        if window is not None:
+            notes.append(f"window at the end {window:g}")
+        # The fetch maps the cache file it writes: its pages count in its RSS.
+        notes.append("peak RSS includes the mapped cache file")
     if "arena_pages" in report:
         notes.append(f"arena: {report['arena_pages']}")
     elif "arena_huge_pages" in report:
@@ -980,6 +1194,9 @@ def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
     targets += [
         target("S3 modelstream / curl-parallel", "modelstream-s3", curl, 0.9),
         target("S3 modelstream / S3 Run:ai", "modelstream-s3", "runai-s3", 1.5),
+        target("S3 fetch to tmpfs / curl-parallel", "modelstream-fetch-tmpfs", curl, 0.95),
+        target("S3 fetch to tmpfs, fixed conc. / curl-parallel",
+               "modelstream-fetch-tmpfs-fixed", curl, 0.95),
     ]
 
     def peak_target(label: str, name: str) -> dict:
@@ -1013,6 +1230,9 @@ def compute_targets(rows: dict[str, Row], limit: int) -> list[dict]:
                "runai-s3-unlimited", None),
         target("S3 / local (hot), limited modelstream", "modelstream-s3",
                "modelstream-hot-limited", None),
+        target("S3 fetch to disk / curl-parallel", "modelstream-fetch-disk", curl, None),
+        target("S3 fetch to tmpfs / S3 unlimited stream", "modelstream-fetch-tmpfs",
+               "modelstream-s3-unlimited", None),
     ]
     return targets
 
@@ -1168,6 +1388,22 @@ def main() -> int:
             if row.group == "tmpfs" and tmpfs is not None and not tmpfs.mounted:
                 stack.enter_context(tmpfs)
                 log(f"run_bench: the model copied to tmpfs huge=within_size at {tmpfs.path}")
+            if row.fetch_cache is not None and not row.fetch_cache.entered \
+                    and server_error is None:
+                try:
+                    stack.enter_context(row.fetch_cache)
+                    log(f"run_bench: node cache for the fetch rows on {row.fetch_cache.medium} "
+                        f"at {row.fetch_cache.path}")
+                except OSError as error:
+                    row.failed = True
+                    row.error = str(error)
+                    log(f"  {row.name}: FAILED ({row.error})")
+                    continue
+            if row.fetch_cache is not None and row.fetch_cache.entered:
+                row.skipped = row.fetch_cache.shortfall(file_bytes)
+                if row.skipped:
+                    log(f"  {row.name}: skipped ({row.skipped})")
+                    continue
             if row.group == "s3" and server_error is not None:
                 row.failed = True
                 row.error = server_error.splitlines()[0]
