@@ -39,12 +39,12 @@ RUN make -j"$(nproc)" lib cli
 # name it is looked up by (usually a symlink) and the file that name points to, in their
 # real directories; /lib and /lib64 stay the symlinks into /usr that they are on merged-/usr
 # Debian, so that /lib64/ld-linux-x86-64.so.2 (the ELF interpreter) resolves. The loader
-# finds libmodelstream.so.0 in /usr/local/lib through the ld.so.cache made here.
+# finds libmodelstream.so.1 in /usr/local/lib through the ld.so.cache made here.
 RUN mkdir -p /out/usr/local/bin /out/usr/local/lib /out/etc/ssl/certs \
  && install -m 0755 build/modelstream /out/usr/local/bin/modelstream \
- && cp -a build/libmodelstream.so.0 build/libmodelstream.so.0.* /out/usr/local/lib/ \
+ && cp -a build/libmodelstream.so.1 build/libmodelstream.so.0.* /out/usr/local/lib/ \
  && strip --strip-debug /out/usr/local/bin/modelstream /out/usr/local/lib/libmodelstream.so.0.* \
- && for p in $(ldd /out/usr/local/bin/modelstream /out/usr/local/lib/libmodelstream.so.0 \
+ && for p in $(ldd /out/usr/local/bin/modelstream /out/usr/local/lib/libmodelstream.so.1 \
                  | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $2 ~ /^\(/ { print $1 }' | sort -u); do \
       dir=$(readlink -f "$(dirname "$p")"); real=$(readlink -f "$p"); \
       mkdir -p "/out$dir" "/out$(dirname "$real")"; \
@@ -67,7 +67,7 @@ RUN mkdir -p /out/usr/local/bin /out/usr/local/lib /out/etc/ssl/certs \
 # Runtime stage: nothing but the closure.
 FROM scratch
 
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="modelstream" \
       org.opencontainers.image.description="Streams safetensors model weights from S3 into a node cache: the node agent, the init container and the native sidecar" \

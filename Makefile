@@ -18,8 +18,8 @@ SANITIZE  ?=
 B         ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 comma     := ,
 
-VERSION   := 0.1.0
-SOMAJOR   := 0
+VERSION   := 0.2.0
+SOMAJOR   := 1
 
 WARNINGS  := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
              -Wmissing-prototypes -Wformat=2 -Werror

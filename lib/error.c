@@ -171,3 +171,21 @@ const char *ms__printable(char *buffer, size_t buffer_size, const char *s)
 	buffer[used] = '\0';
 	return buffer;
 }
+
+int ms__fill_sized(void *out, const void *full, size_t full_size, size_t min_size, const char *what)
+{
+	unsigned want;
+
+	if (out == NULL)
+		return ms__error_set(MS_EINVAL, "%s: out is NULL", what);
+	memcpy(&want, out, sizeof(want));
+	if (want < min_size)
+		return ms__error_set(MS_EINVAL,
+		                     "%s: struct_size is %u; initialise the struct with its _INIT "
+		                     "macro",
+		                     what, want);
+	memcpy(out, full, want < full_size ? want : full_size);
+	want = (unsigned)(want < full_size ? want : full_size);
+	memcpy(out, &want, sizeof(want));
+	return 0;
+}

@@ -40,4 +40,14 @@ const char *ms__printable(char *buffer, size_t buffer_size, const char *s);
 
 /** A buffer size for ms__printable() in messages: long enough, never a paragraph. */
 #define MS__PRINTABLE_MAX 96
+/**
+ * Hands a filled struct to the caller: copies `full` (`full_size` bytes, its first member
+ * the unsigned struct_size) into `out`, as far as the caller's out->struct_size reaches,
+ * so that a caller built against an older header gets the fields it knows. A struct_size
+ * below `min_size` (the first version that had struct_size) is the caller's mistake.
+ * Returns 0 or MS_EINVAL naming `what`.
+ */
+int ms__fill_sized(void *out, const void *full, size_t full_size, size_t min_size,
+                   const char *what);
+
 #endif

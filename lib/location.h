@@ -3,7 +3,7 @@
  *
  * A location is a local path, an s3:// or gs:// URL, or "SCHEME://..." of a back end the
  * application registered. ms__backend_of() chooses the back end once, and everything above
- * it (the streamer, model directories, fetch, ms_list, ms_exists, ms_push) calls the back
+ * it (the streamer, model directories, fetch, ms_storage_list, _exists, _push) calls the back
  * end's operations without knowing which one it has:
  *
  *   open         one object, for reading (a source);

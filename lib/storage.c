@@ -1,5 +1,5 @@
 /*
- * storage.c - the public storage calls: ms_list, ms_exists, ms_push (and ms_explain).
+ * storage.c - the public storage calls: ms_storage_list, _exists, _push and _explain.
  *
  * Each hands its location to the back end the location layer chooses (location.h): local
  * paths, object storage, or a registered scheme, with no back end named here.
@@ -18,20 +18,14 @@
 #include "location.h"
 #include "s3/s3_client.h"
 #include "s3/s3_url.h"
-#include "s3/source_s3.h"
 
 /** The most files one push uploads. */
 #define FILES_MAX 100000
 /** The longest URL a push composes. */
 #define MS__LOCATION_MAX 4096
 
-int ms_list(const char *prefix_url, int flags, ms_list_fn fn, void *payload)
-{
-	return ms_list_with(prefix_url, flags, NULL, fn, payload);
-}
-
-int ms_list_with(const char *prefix_url, int flags, const ms_cancel *cancel, ms_list_fn fn,
-                 void *payload)
+int ms_storage_list(const char *prefix_url, int flags, const ms_cancel *cancel, ms_list_fn fn,
+                    void *payload)
 {
 	ms__open_options o = {.cancel = cancel};
 	const ms__backend *b;
@@ -39,7 +33,7 @@ int ms_list_with(const char *prefix_url, int flags, const ms_cancel *cancel, ms_
 	int rc;
 
 	if (prefix_url == NULL || fn == NULL)
-		return ms__error_set(MS_EINVAL, "ms_list: url or callback is NULL");
+		return ms__error_set(MS_EINVAL, "ms_storage_list: url or callback is NULL");
 	b = ms__backend_of(prefix_url);
 	if (!b->is_dir(prefix_url)) {
 		if (b == &ms__backend_file && access(prefix_url, F_OK) != 0)
@@ -55,18 +49,19 @@ int ms_list_with(const char *prefix_url, int flags, const ms_cancel *cancel, ms_
 	return rc;
 }
 
-int ms_exists(const char *location, int *exists, uint64_t *size)
+int ms_storage_exists(int *exists, uint64_t *size, const char *location)
 {
 	const ms__backend *b;
 
 	if (location == NULL || exists == NULL)
-		return ms__error_set(MS_EINVAL, "ms_exists: location or exists is NULL");
+		return ms__error_set(MS_EINVAL,
+		                     "ms_storage_exists: location or out_exists is NULL");
 	*exists = 0;
 	b = ms__backend_of(location);
 	return b->exists(location, exists, size);
 }
 
-int ms_explain(const char *location, char *out, size_t size)
+int ms_storage_explain(char *out, size_t size, const char *location)
 {
 	ms__s3_client_options opts = {.no_credentials = true};
 	ms__s3_client *c = NULL, *full = NULL;
@@ -76,12 +71,19 @@ int ms_explain(const char *location, char *out, size_t size)
 	int rc;
 
 	if (location == NULL || out == NULL || size == 0)
-		return ms__error_set(MS_EINVAL, "ms_explain: location or out is NULL");
+		return ms__error_set(MS_EINVAL, "ms_storage_explain: location or out is NULL");
 	out[0] = '\0';
-	if (!ms__source_s3_handles(location)) {
+	if (ms__backend_of(location) == &ms__backend_file) {
 		snprintf(out, size,
 		         "local: %s is read from the file system (pread, O_DIRECT for "
 		         "large uncached files)\n",
+		         location);
+		return 0;
+	}
+	if (ms__backend_of(location) == &ms__backend_custom) {
+		snprintf(out, size,
+		         "registered back end: %s is read through the back end the "
+		         "application registered for its scheme\n",
 		         location);
 		return 0;
 	}
@@ -123,7 +125,7 @@ void ms_push_options_init(ms_push_options *opts)
 		*opts = (ms_push_options)MS_PUSH_OPTIONS_INIT;
 }
 
-int ms_push(const char *local, const char *url, const ms_push_options *opts)
+int ms_storage_push(const char *local, const char *url, const ms_push_options *opts)
 {
 	ms_push_options o = MS_PUSH_OPTIONS_INIT;
 	const ms__backend *dst;
@@ -135,10 +137,11 @@ int ms_push(const char *local, const char *url, const ms_push_options *opts)
 	int rc;
 
 	if (local == NULL || url == NULL)
-		return ms__error_set(MS_EINVAL, "ms_push: local or url is NULL");
+		return ms__error_set(MS_EINVAL, "ms_storage_push: local or url is NULL");
 	if (opts != NULL && (opts->version < 1 || opts->version > MS_PUSH_OPTIONS_VERSION))
 		return ms__error_set(MS_EINVAL,
-		                     "ms_push: options of version %d (this library knows 1 to %d)",
+		                     "ms_storage_push: options of version %d (this library knows 1 "
+		                     "to %d)",
 		                     opts->version, MS_PUSH_OPTIONS_VERSION);
 	/* A caller built against an older header passes a shorter struct. */
 	if (opts != NULL)

@@ -7,6 +7,7 @@
  * only hands out what the engine delivers.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fnmatch.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,7 +61,8 @@ struct ms_streamer {
 
 	ms__engine *engine; /* exists from new() on, so that cancel() always has it */
 	int started;
-	int start_code; /* a failed start, replayed by next() */
+	atomic_bool resolved; /* start() succeeded: chunk size, concurrency, delivery final */
+	int start_code;       /* a failed start, replayed by next() */
 	char start_message[MS__ERROR_MAX];
 	ms__plan plan;
 	ms_tensor *delivered; /* plan.tensor_count entries: what next() hands out */
@@ -191,6 +193,7 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 		rc = ms__error_set(MS_ENOMEM, "out of memory creating a streamer");
 		goto done;
 	}
+	atomic_init(&s->resolved, false);
 	/* A caller built against an older header passed a shorter struct: copy only the
 	 * fields its version has, and give the others their defaults. */
 	s->opts = defaults;
@@ -324,6 +327,7 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 		const ms__st_tensor *t = &header->tensors[i];
 
 		s->table[s->table_count + i] = (ms_tensor){
+		    .struct_size = sizeof(ms_tensor),
 		    .name = t->name,
 		    .dtype = t->dtype,
 		    .shape = t->shape,
@@ -414,10 +418,13 @@ int ms_streamer_file_info(ms_file_info *out, const ms_streamer *s, size_t file_i
 {
 	const file_entry *f;
 
+	ms_file_info full;
+
 	if (out == NULL || s == NULL || file_index >= s->file_count)
 		return ms__error_set(MS_EINVAL, "file index %zu is out of range", file_index);
 	f = &s->files[file_index];
-	*out = (ms_file_info){
+	full = (ms_file_info){
+	    .struct_size = sizeof(ms_file_info),
 	    .path = f->source->location,
 	    .size = f->source->size,
 	    .header_size = f->header->header_size,
@@ -425,7 +432,8 @@ int ms_streamer_file_info(ms_file_info *out, const ms_streamer *s, size_t file_i
 	    .metadata_count = f->header->metadata_count,
 	    .direct_io = f->source->direct_io,
 	};
-	return 0;
+	return ms__fill_sized(out, &full, sizeof(full), sizeof(ms_file_info),
+	                      "ms_streamer_file_info");
 }
 
 int ms_streamer_metadata_at(const char **out_key, const char **out_value, const ms_streamer *s,
@@ -471,8 +479,8 @@ int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t i)
 {
 	if (out == NULL || s == NULL || i >= s->table_count)
 		return ms__error_set(MS_EINVAL, "tensor index %zu is out of range", i);
-	*out = s->table[i];
-	return 0;
+	return ms__fill_sized(out, &s->table[i], sizeof(ms_tensor), sizeof(ms_tensor),
+	                      "ms_streamer_tensor_at");
 }
 
 static int is_selected(const ms_streamer *s, const char *name)
@@ -635,6 +643,10 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 
 			ms__error_save(&saved, s->start_message, sizeof(s->start_message));
 			s->start_code = rc;
+		} else {
+			/* The chunk size, concurrency and delivery are final: stats may read them.
+			 */
+			atomic_store_explicit(&s->resolved, true, memory_order_release);
 		}
 	}
 	if (s->start_code != 0)
@@ -686,17 +698,29 @@ void ms_streamer_cancel(ms_streamer *s)
 		ms__engine_cancel(s->engine);
 }
 
-void ms_streamer_stats(ms_stats *out, const ms_streamer *s)
+int ms_streamer_stats(ms_stats *out, const ms_streamer *s)
 {
-	memset(out, 0, sizeof(*out));
+	ms_stats full = {.struct_size = sizeof(ms_stats)};
+
 	if (s == NULL)
-		return;
-	ms__engine_stats(s->engine, out);
+		return ms__error_set(MS_EINVAL, "ms_streamer_stats: the streamer is NULL");
+	ms__engine_stats(s->engine, &full);
+	/* What the first next() resolved; the other fields are the engine's. */
+	if (atomic_load_explicit(&s->resolved, memory_order_acquire)) {
+		full.chunk_size = s->opts.chunk_size;
+		full.concurrency = s->opts.concurrency;
+		full.delivery = s->delivery;
+	} else {
+		full.delivery = MS_DELIVER_AUTO;
+	}
+	return ms__fill_sized(out, &full, sizeof(full), sizeof(ms_stats), "ms_streamer_stats");
 }
 
 ms_deliver ms_streamer_delivery(const ms_streamer *s)
 {
-	return s == NULL || !s->started ? MS_DELIVER_AUTO : s->delivery;
+	return s == NULL || !atomic_load_explicit(&s->resolved, memory_order_acquire)
+	           ? MS_DELIVER_AUTO
+	           : s->delivery;
 }
 
 void ms_streamer_free(ms_streamer *s)

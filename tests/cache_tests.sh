@@ -341,6 +341,11 @@ echo "# three streams of 16 reads each under --node-connections 4: $gets GETs, a
 [ "$inflight" -le 4 ] && [ "$gets" -ge 60 ] &&
   pass "stream s3:// shares the node budget: $inflight <= 4 reads in flight over 3 processes" ||
   fail "stream s3:// shares the node budget" "$inflight in flight, $gets GETs"
+# The summary reports the read size the streamer used: 16 MiB for object storage.
+"$cli" stream s3://models/llama/ --json 2>/dev/null >"$tmp/summary.json"
+python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); sys.exit(d["chunk_size"] != 16 << 20 or d["concurrency"] != 16)' "$tmp/summary.json" &&
+  pass "stream s3:// reports the chunk size and concurrency it used (16 MiB, 16)" ||
+  fail "stream s3:// reports the chunk size it used" "$(cat "$tmp/summary.json")"
 "$cli" stream s3://models/llama/ --node-connections 4 >/dev/null 2>"$tmp/err"; rc=$?
 [ "$rc" -eq 2 ] && grep -q "need --cache DIR" "$tmp/err" &&
   pass "stream --node-connections without --cache: exit 2, says what is missing" ||

@@ -9,7 +9,7 @@ int headercheck_options(void);
 int headercheck_options(void)
 {
 	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
-	ms_stats stats;
+	ms_stats stats = MS_STATS_INIT;
 
 	(void)stats;
 	return (int)opts.version + MS_ITER_END;

@@ -123,7 +123,7 @@ else
 fi
 
 # --- 3. the dynamic loader resolves every library ----------------------------------------
-for f in /usr/local/bin/modelstream /usr/local/lib/libmodelstream.so.0; do
+for f in /usr/local/bin/modelstream /usr/local/lib/libmodelstream.so.1; do
   out=$(ctr "${k8s[@]}" --entrypoint /lib64/ld-linux-x86-64.so.2 "$image" --list "$f")
   rc=$?
   if [ $rc -eq 0 ] && ! grep -q 'not found' <<<"$out" && grep -q 'libcurl.so.4 => /' <<<"$out"; then

@@ -79,7 +79,7 @@ typedef struct {
 static void *cancel_after(void *arg)
 {
 	cancel_job *job = arg;
-	ms_stats st;
+	ms_stats st = MS_STATS_INIT;
 
 	usleep(job->delay_us);
 	ms_streamer_stats(&st, job->s); /* stats are also allowed from any thread */

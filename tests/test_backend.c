@@ -432,7 +432,8 @@ Test(backend, myfs_through_push_ls_exists_stream_and_fetch)
 	cr_assert_eq(ms_backend_register(&b), 0, "%s", ms_error_last()->message);
 
 	/* push: the directory, each file under its relative name. */
-	cr_assert_eq(ms_push(dir, "myfs://models/llama/", NULL), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_storage_push(dir, "myfs://models/llama/", NULL), 0, "%s",
+	             ms_error_last()->message);
 	cr_assert_eq(fs.count, 4);
 	cr_assert_eq(atomic_load(&fs.puts), 4);
 	cr_assert_not_null(myfs_find(&fs, "myfs://models/llama/sub/params.json"));
@@ -440,28 +441,31 @@ Test(backend, myfs_through_push_ls_exists_stream_and_fetch)
 	cr_assert(same_file(path, myfs_find(&fs, "myfs://models/llama/config.json")->bytes,
 	                    myfs_find(&fs, "myfs://models/llama/config.json")->size));
 	/* A file to a prefix goes under its base name. */
-	cr_assert_eq(ms_push(path, "myfs://other/", NULL), 0, "%s", ms_error_last()->message);
+	cr_assert_eq(ms_storage_push(path, "myfs://other/", NULL), 0, "%s",
+	             ms_error_last()->message);
 	cr_assert_not_null(myfs_find(&fs, "myfs://other/config.json"));
 
 	/* ls: sorted whatever the store's order; sub-prefixes once without --recursive. */
-	cr_assert_eq(ms_list("myfs://models/llama/", MS_LIST_RECURSIVE, collect_name, &all), 0,
-	             "%s", ms_error_last()->message);
+	cr_assert_eq(
+	    ms_storage_list("myfs://models/llama/", MS_LIST_RECURSIVE, NULL, collect_name, &all), 0,
+	    "%s", ms_error_last()->message);
 	cr_assert_eq(all.count, 4);
 	cr_assert_str_eq(all.names[0], "config.json");
 	cr_assert_str_eq(all.names[1], "model-00001-of-00002.safetensors");
 	cr_assert_str_eq(all.names[3], "sub/params.json");
-	cr_assert_eq(ms_list("myfs://models/llama/", 0, collect_name, &top), 0);
+	cr_assert_eq(ms_storage_list("myfs://models/llama/", 0, NULL, collect_name, &top), 0);
 	cr_assert_eq(top.count, 4);
 	cr_assert_str_eq(top.names[3], "sub/");
 	cr_assert_eq(top.prefix[3], 1);
-	cr_assert_eq(ms_list("myfs://models/llama/config.json", 0, collect_name, &top), MS_EINVAL,
-	             "an object is not a prefix");
+	cr_assert_eq(
+	    ms_storage_list("myfs://models/llama/config.json", 0, NULL, collect_name, &top),
+	    MS_EINVAL, "an object is not a prefix");
 
 	/* exists: through the back end's own function. */
-	cr_assert_eq(ms_exists("myfs://models/llama/config.json", &exists, &size), 0);
+	cr_assert_eq(ms_storage_exists(&exists, &size, "myfs://models/llama/config.json"), 0);
 	cr_assert_eq(exists, 1);
 	cr_assert_eq(size, 11);
-	cr_assert_eq(ms_exists("myfs://models/llama/none", &exists, &size), 0);
+	cr_assert_eq(ms_storage_exists(&exists, &size, "myfs://models/llama/none"), 0);
 	cr_assert_eq(exists, 0);
 	cr_assert_eq(atomic_load(&fs.exists_calls), 2);
 
@@ -510,17 +514,17 @@ Test(backend, version_1_without_list_or_put)
 	b.version = 1;
 	b.list = (int (*)(void *, const char *, ms_list_fn, void *))0x1; /* past a v1 struct */
 	cr_assert_eq(ms_backend_register(&b), 0, "%s", ms_error_last()->message);
-	cr_assert_eq(ms_list("mem://", 0, collect_name, &n), MS_EUNSUPPORTED);
+	cr_assert_eq(ms_storage_list("mem://", 0, NULL, collect_name, &n), MS_EUNSUPPORTED);
 	cr_assert_str_eq(ms_error_last()->message,
 	                 "mem://: its back end cannot list prefixes (it registered no list "
 	                 "function)");
-	cr_assert_eq(ms_push(path, "mem://copy", NULL), MS_EUNSUPPORTED);
+	cr_assert_eq(ms_storage_push(path, "mem://copy", NULL), MS_EUNSUPPORTED);
 	cr_assert(strstr(ms_error_last()->message, "cannot store objects") != NULL, "%s",
 	          ms_error_last()->message);
 	/* exists without its function: asked by opening. */
-	cr_assert_eq(ms_exists("mem://model", &exists, NULL), 0);
+	cr_assert_eq(ms_storage_exists(&exists, NULL, "mem://model"), 0);
 	cr_assert_eq(exists, 1);
-	cr_assert_eq(ms_exists("mem://other", &exists, NULL), 0);
+	cr_assert_eq(ms_storage_exists(&exists, NULL, "mem://other"), 0);
 	cr_assert_eq(exists, 0);
 	cr_assert_eq(ms_backend_unregister("mem"), 0);
 	free(m.bytes);

@@ -93,7 +93,7 @@ static void stream_and_check(const model *m, ms_streamer_options *opts)
 	ms_streamer *s = NULL;
 	const ms_tensor *t;
 	size_t delivered = 0;
-	ms_stats st;
+	ms_stats st = MS_STATS_INIT;
 	int rc;
 
 	cr_assert_eq(ms_streamer_new(&s, opts), 0, "%s", ms_error_last()->message);
@@ -171,7 +171,7 @@ Test(engine, direct_io_on_and_off)
 	model m;
 	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
 	ms_streamer *s = NULL;
-	ms_file_info info;
+	ms_file_info info = MS_FILE_INFO_INIT;
 
 	model_make(&m, "d.safetensors", 14, 200, 2, 3u << 20);
 	opts.direct_io = MS_DIRECT_IO_OFF;
@@ -528,7 +528,7 @@ Test(engine, arena_page_kind_follows_the_option)
 	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
 	ms_streamer *s = NULL;
 	const ms_tensor *t;
-	ms_stats st;
+	ms_stats st = MS_STATS_INIT;
 	const char *mode = getenv("MS_TEST_HUGEPAGES");
 
 	model_make(&m, "p.safetensors", 111, 50, 1, 4u << 20);

@@ -932,8 +932,8 @@ Test(safetensors, file_valid_through_the_api)
 {
 	char path[PATH_MAX];
 	ms_streamer *s = NULL;
-	ms_file_info info;
-	ms_tensor t;
+	ms_file_info info = MS_FILE_INFO_INIT;
+	ms_tensor t = MS_TENSOR_INIT;
 	const char *key, *value;
 	const char *json =
 	    "{\"__metadata__\":{\"format\":\"pt\"},"
@@ -971,7 +971,7 @@ Test(safetensors, file_header_larger_than_the_first_read)
 	/* A header over MS__ST_FIRST_READ takes the second read in load_header(). */
 	char path[PATH_MAX];
 	ms_streamer *s = NULL;
-	ms_file_info info;
+	ms_file_info info = MS_FILE_INFO_INIT;
 	const char *value = NULL;
 	tu_strbuf b = {0};
 

@@ -50,7 +50,7 @@ Test(sink_mapped, the_same_tensors_as_copy_delivery_with_no_arena)
 	char a[4096], b[4096];
 	ms_streamer *copy, *mapped;
 	const ms_tensor *x, *y;
-	ms_stats st;
+	ms_stats st = MS_STATS_INIT;
 	size_t n = 0;
 	int rc;
 

@@ -367,7 +367,7 @@ Test(streamer, file_info_describes_each_file)
 	char path_a[4096], path_b[4096];
 	uint64_t data_a, data_b;
 	ms_streamer *s = NULL;
-	ms_file_info info;
+	ms_file_info info = MS_FILE_INFO_INIT;
 	struct stat st;
 	stgen_tensor *plan = NULL;
 	size_t count_a = 0, count_b = 0;
@@ -496,7 +496,7 @@ static void check_table(const ms_streamer *s, size_t first, size_t file_index,
 {
 	stgen_tensor *want = NULL;
 	size_t count = 0;
-	ms_tensor t;
+	ms_tensor t = MS_TENSOR_INIT;
 
 	cr_assert_eq(stgen_plan(&want, &count, spec), 0);
 	for (size_t i = 0; i < count; i++) {
@@ -525,7 +525,7 @@ Test(streamer, tensor_table_is_in_file_order)
 		stgen_spec spec = small_spec(30 + o);
 		ms_streamer *s = NULL;
 		uint64_t data_start;
-		ms_tensor t;
+		ms_tensor t = MS_TENSOR_INIT;
 
 		spec.small_count = 200;
 		spec.json_order = orders[o];
@@ -593,7 +593,7 @@ Test(streamer, add_failures_leave_the_streamer_usable)
 	stgen_spec spec = small_spec(50);
 	char good[4096], missing[4096], empty[4096], garbage[4096], dir[4096];
 	ms_streamer *s = NULL;
-	ms_file_info info;
+	ms_file_info info = MS_FILE_INFO_INIT;
 	int rc;
 
 	write_model(good, sizeof(good), "good.safetensors", &spec);
@@ -797,9 +797,9 @@ Test(streamer, null_arguments_are_safe)
 {
 	ms_streamer *s = NULL;
 	const ms_tensor *t = (const ms_tensor *)&s;
-	ms_tensor tensor;
-	ms_file_info info;
-	ms_stats st;
+	ms_tensor tensor = MS_TENSOR_INIT;
+	ms_file_info info = MS_FILE_INFO_INIT;
+	ms_stats st = MS_STATS_INIT;
 	const char *key, *value;
 	char buf[8];
 
@@ -814,10 +814,7 @@ Test(streamer, null_arguments_are_safe)
 	cr_assert_eq(ms_streamer_metadata_get(&value, NULL, 0, "k"), MS_EINVAL);
 	cr_assert_eq(ms_tensor_release(NULL, NULL), MS_EINVAL);
 	cr_assert_eq(ms_tensor_copy(buf, sizeof(buf), NULL), MS_EINVAL);
-	memset(&st, 0x5a, sizeof(st));
-	ms_streamer_stats(&st, NULL);
-	cr_assert_eq(st.bytes_total, 0);
-	cr_assert_eq(st.tensors_delivered, 0);
+	cr_assert_eq(ms_streamer_stats(&st, NULL), MS_EINVAL);
 
 	cr_assert_eq(ms_streamer_new(&s, NULL), 0);
 	cr_assert_eq(ms_streamer_next(NULL, s), MS_EINVAL);
@@ -826,8 +823,23 @@ Test(streamer, null_arguments_are_safe)
 	cr_assert_eq(ms_streamer_next(&t, s), MS_ITER_END);
 	cr_assert_null(t);
 	cr_assert_eq(ms_tensor_release(s, NULL), MS_EINVAL);
-	ms_streamer_stats(&st, s);
+	cr_assert_eq(ms_streamer_stats(&st, s), 0);
 	cr_assert_eq(st.tensors_total, 0);
+	/* What the streamer resolved, as it uses it. */
+	cr_assert_eq(st.struct_size, sizeof(ms_stats));
+	cr_assert_eq(st.chunk_size, 8u << 20);
+	cr_assert_eq(st.concurrency, 16);
+	cr_assert_eq(st.delivery, MS_DELIVER_COPY);
+	/* A struct without its size is refused with a line that says what to do, not
+	 * overrun: a caller built against this header always sets it with MS_STATS_INIT. */
+	{
+		ms_stats zero = {0};
+
+		cr_assert_eq(ms_streamer_stats(&zero, s), MS_EINVAL);
+		cr_assert_str_eq(ms_error_last()->message,
+		                 "ms_streamer_stats: struct_size is 0; initialise the struct with "
+		                 "its _INIT macro");
+	}
 	ms_streamer_free(s);
 }
 

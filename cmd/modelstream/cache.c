@@ -133,10 +133,10 @@ int cmd_cache(int argc, char **argv)
 		if (st.json)
 			printf("]\n");
 	} else if (strcmp(sub, "gc") == 0) {
-		ms_cache_collected got;
+		ms_cache_collected got = MS_CACHE_COLLECTED_INIT;
 		char freed[32];
 
-		if ((rc = ms_cache_collect(cache, &got)) == 0) {
+		if ((rc = ms_cache_collect(&got, cache)) == 0) {
 			cli_format_bytes(freed, sizeof(freed), got.bytes_freed);
 			printf("cache gc: removed %zu files (%s) and %zu unfinished downloads; "
 			       "kept %zu "

@@ -98,7 +98,7 @@ void fetch_register(status *st, const ms_cache *cache, const char *name, const c
 {
 	char path[4096];
 
-	ms_cache_model_path(cache, name, path, sizeof(path));
+	ms_cache_model_path(path, sizeof(path), cache, name);
 	status_add_model(st, name, source, path);
 	status_model_state(st, name, STATUS_QUEUED);
 }
@@ -107,7 +107,7 @@ void fetch_feed_cache_size(status *st, ms_cache *cache, uint64_t budget)
 {
 	uint64_t used = 0;
 
-	if (ms_cache_usage(cache, &used) == 0)
+	if (ms_cache_usage(&used, cache) == 0)
 		status_set_cache(st, used, budget > 0 ? budget : STATUS_UNKNOWN);
 }
 
@@ -689,7 +689,7 @@ int fetch_model(const fetch_args *a, ms_cache *cache, status *st, const char *na
 		fetch_feed_cache_size(st, cache, a->opts.budget);
 	}
 	seconds = wall_seconds() - start;
-	ms_cache_model_path(cache, name, path, sizeof(path));
+	ms_cache_model_path(path, sizeof(path), cache, name);
 	if (!r.quiet && r.format == LOG_TEXT) {
 		char fetched[32], other[32];
 

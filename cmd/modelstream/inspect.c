@@ -62,7 +62,7 @@ static int print_json(const ms_streamer *s, const ms_file_info *info)
 	}
 	for (size_t i = 0; i < ms_streamer_tensor_count(s); i++) {
 		cJSON *t = cJSON_CreateObject(), *shape, *offsets;
-		ms_tensor tensor;
+		ms_tensor tensor = MS_TENSOR_INIT;
 
 		if (t == NULL || !cJSON_AddItemToArray(tensors, t))
 			goto oom;
@@ -122,7 +122,7 @@ static void print_text(const ms_streamer *s, const ms_file_info *info)
 	char a[32], shape[256], name[1024];
 
 	for (size_t i = 0; i < count; i++) {
-		ms_tensor t;
+		ms_tensor t = MS_TENSOR_INIT;
 
 		ms_streamer_tensor_at(&t, s, i);
 		by_dtype_bytes[t.dtype] += t.size;
@@ -153,7 +153,7 @@ static void print_text(const ms_streamer *s, const ms_file_info *info)
 	}
 	printf("\n%-56s %-8s %-24s %12s  %s\n", "NAME", "DTYPE", "SHAPE", "BYTES", "OFFSETS");
 	for (size_t i = 0; i < count; i++) {
-		ms_tensor t;
+		ms_tensor t = MS_TENSOR_INIT;
 
 		ms_streamer_tensor_at(&t, s, i);
 		format_shape(shape, sizeof(shape), &t);
@@ -173,7 +173,7 @@ int cmd_inspect(int argc, char **argv)
 	};
 	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
 	ms_streamer *s = NULL;
-	ms_file_info info;
+	ms_file_info info = MS_FILE_INFO_INIT;
 	int json = 0, c, rc;
 
 	optind = 1;

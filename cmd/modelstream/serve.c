@@ -376,10 +376,10 @@ static void agent_evict(agent *g)
 			continue;
 		}
 		if (rc == 0) {
-			ms_cache_collected done = {0};
+			ms_cache_collected done = MS_CACHE_COLLECTED_INIT;
 			char freed[32];
 
-			ms_cache_collect(g->cache, &done);
+			ms_cache_collect(&done, g->cache);
 			cli_format_bytes(freed, sizeof(freed), done.bytes_freed);
 			status_remove_model(g->st, r->name);
 			status_counter_add(g->st, STATUS_COUNTER_EVICTIONS, NULL, 1);

@@ -133,7 +133,8 @@ int cmd_ls(int argc, char **argv)
 		return cli_usage_error("ls takes one URL (see 'modelstream ls --help')");
 	if (st.json && (st.array = cJSON_CreateArray()) == NULL)
 		return cli_usage_error("out of memory");
-	rc = ms_list(argv[optind], recursive ? MS_LIST_RECURSIVE : 0, print_object, &st);
+	rc = ms_storage_list(argv[optind], recursive ? MS_LIST_RECURSIVE : 0, NULL, print_object,
+	                     &st);
 	if (rc == MS_ENOMEM && st.json)
 		ms_error_raise(MS_ENOMEM, "%s: out of memory building the JSON listing",
 		               argv[optind]);
@@ -164,7 +165,7 @@ int cmd_exists(int argc, char **argv)
 	if (argc != 2 || argv[1][0] == '-')
 		return cli_usage_error(
 		    "exists takes one location (see 'modelstream exists --help')");
-	if ((rc = ms_exists(argv[1], &exists, &size)) < 0)
+	if ((rc = ms_storage_exists(&exists, &size, argv[1])) < 0)
 		return cli_fail(rc);
 	cli_escape(name, sizeof(name), argv[1]);
 	if (!exists) {
@@ -252,7 +253,7 @@ int cmd_push(int argc, char **argv)
 	opts.progress = on_progress;
 	opts.progress_payload = &st;
 	st.start = now_seconds();
-	rc = ms_push(argv[optind], argv[optind + 1], &opts);
+	rc = ms_storage_push(argv[optind], argv[optind + 1], &opts);
 	return rc < 0 ? cli_fail(rc) : EXIT_OK;
 }
 
@@ -281,11 +282,11 @@ int cmd_doctor(int argc, char **argv)
 	if (argc != 2 || argv[1][0] == '-')
 		return cli_usage_error(
 		    "doctor takes one location (see 'modelstream doctor --help')");
-	rc = ms_explain(argv[1], text, sizeof(text));
+	rc = ms_storage_explain(text, sizeof(text), argv[1]);
 	fputs(text, stdout);
 	if (rc < 0)
 		return cli_fail(rc);
-	if ((rc = ms_exists(argv[1], &exists, &size)) < 0) {
+	if ((rc = ms_storage_exists(&exists, &size, argv[1])) < 0) {
 		printf("access: error: %s\n", ms_error_last()->message);
 		return cli_exit_code(rc);
 	}

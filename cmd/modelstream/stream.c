@@ -355,7 +355,7 @@ int cmd_stream(int argc, char **argv)
 	EVP_MD_CTX *md = NULL;
 	const ms_tensor *t;
 	uint64_t faults = 0;
-	ms_stats st;
+	ms_stats st = MS_STATS_INIT;
 	int rc;
 
 	/* At most one pattern per argument: the array cannot overflow. */
@@ -386,7 +386,7 @@ int cmd_stream(int argc, char **argv)
 	for (int i = optind; a.verbose && i < argc; i++) {
 		char text[4096];
 
-		ms_explain(argv[i], text, sizeof(text));
+		ms_storage_explain(text, sizeof(text), argv[i]);
 		fputs(text, stderr);
 	}
 	if ((rc = ms_streamer_add_many(watch.streamer, (const char *const *)argv + optind,
@@ -417,17 +417,15 @@ int cmd_stream(int argc, char **argv)
 		                     ms_streamer_file_count(watch.streamer) == 1 ? "" : "s");
 		goto done;
 	}
-	/* The options as the streamer resolved them, for the summary. */
-	if (a.opts.concurrency == 0)
-		a.opts.concurrency = 16;
-	if (a.opts.chunk_size == 0)
-		a.opts.chunk_size = 8u << 20;
+	/* The options as the streamer resolved them (16 MiB reads for object storage, the
+	 * delivery auto chose), for the summary. */
+	a.opts.concurrency = st.concurrency;
+	a.opts.chunk_size = (size_t)st.chunk_size;
 	/* The checksums (stdout) come before the summary (stderr) when both share a pipe. */
 	fflush(stdout);
 	if (!a.quiet)
 		print_summary(&st, &a.opts, ms_streamer_file_count(watch.streamer),
-		              page_faults() - faults, a.json,
-		              ms_streamer_delivery(watch.streamer) == MS_DELIVER_MAPPED);
+		              page_faults() - faults, a.json, st.delivery == MS_DELIVER_MAPPED);
 done:
 	if (watching) {
 		pthread_kill(watcher, SIGUSR1);

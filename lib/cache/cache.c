@@ -241,7 +241,7 @@ void ms_cache_free(ms_cache *c)
 	ms__free(c);
 }
 
-int ms_cache_model_path(const ms_cache *c, const char *name, char *out, size_t size)
+int ms_cache_model_path(char *out, size_t size, const ms_cache *c, const char *name)
 {
 	if (!ms__cache_name_ok(name))
 		return ms__error_set(MS_EINVAL,
@@ -978,7 +978,7 @@ int ms__cache_make_room(ms_cache *c, uint64_t needed, const char *const *keep, s
 	return rc;
 }
 
-int ms_cache_usage(ms_cache *c, uint64_t *bytes)
+int ms_cache_usage(uint64_t *bytes, ms_cache *c)
 {
 	blob_entry *blobs = NULL;
 	size_t count = 0;
@@ -1027,9 +1027,9 @@ static void collect_snapshots(const ms_cache *c)
 	closedir(d);
 }
 
-int ms_cache_collect(ms_cache *c, ms_cache_collected *out)
+int ms_cache_collect(ms_cache_collected *out, ms_cache *c)
 {
-	ms_cache_collected stats = {0};
+	ms_cache_collected stats = MS_CACHE_COLLECTED_INIT;
 	blob_entry *blobs = NULL;
 	model_entry *models = NULL;
 	char dir[PATH_MAX];
@@ -1087,8 +1087,8 @@ done:
 	models_free(models, model_count);
 	ms__free(blobs);
 	close(lock);
-	if (out != NULL)
-		*out = stats;
+	if (out != NULL && rc == 0)
+		rc = ms__fill_sized(out, &stats, sizeof(stats), sizeof(stats), "ms_cache_collect");
 	return rc;
 }
 
@@ -1134,7 +1134,7 @@ int ms_cache_list(ms_cache *c, int (*fn)(const ms_cache_model *model, void *payl
 		char path[PATH_MAX];
 		cJSON *meta;
 		const cJSON *f, *source, *fetched;
-		ms_cache_model m = {0};
+		ms_cache_model m = {.struct_size = sizeof(ms_cache_model)};
 
 		if (rc != 0)
 			goto next;
@@ -1180,7 +1180,7 @@ static int remove_model(ms_cache *c, const char *name, bool if_unused)
 	bool have_snap;
 	int lock, hold = -1, rc = 0;
 
-	if ((rc = ms_cache_model_path(c, name, link, sizeof(link))) < 0)
+	if ((rc = ms_cache_model_path(link, sizeof(link), c, name)) < 0)
 		return rc;
 	pathf(meta, sizeof(meta), "%s/models/.meta/%s.json", c->dir, name);
 	if ((lock = lock_layout(c)) < 0)

@@ -696,7 +696,10 @@ int ms_cache_fetch(ms_cache *c, const char *source, const char *name, ms_fetch_f
 int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, const char *manifest,
                             ms_fetch_fn fn, void *payload)
 {
-	fetch f = {.cache = c, .fn = fn, .payload = payload};
+	fetch f = {.cache = c,
+	           .fn = fn,
+	           .payload = payload,
+	           .p = {.struct_size = sizeof(ms_fetch_progress)}};
 	source_list l;
 	ms__cache_file *files = NULL;
 	const char **keys = NULL;
@@ -789,7 +792,7 @@ int ms_cache_verify(ms_cache *c, const char *name, int content)
 	cJSON *meta;
 	int rc;
 
-	if ((rc = ms_cache_model_path(c, name, path, sizeof(path))) < 0)
+	if ((rc = ms_cache_model_path(path, sizeof(path), c, name)) < 0)
 		return rc;
 	snprintf(meta_path, sizeof(meta_path), "%s/models/.meta/%s.json", c->dir, name);
 	if (access(meta_path, F_OK) != 0)

@@ -11,11 +11,28 @@
  *  - Functions return 0 on success or a negative MS_E* code. Codes are never renumbered.
  *    After a failure, ms_error_last() returns a one-line message that names the input and
  *    the cause; it never contains a secret.
- *  - Out-parameters come first and are named `out`. On failure, `*out` is left NULL (or
+ *  - Functions are named ms_<module>_<verb> (ms_streamer_next, ms_cache_fetch,
+ *    ms_storage_list); the few without a module are process-wide (ms_version,
+ *    ms_global_init, ms_strerror).
+ *  - Out-parameters come first, named `out` (or `out_<what>` when there are several),
+ *    followed by their size where they have one. On failure, `*out` is left NULL (or
  *    untouched where stated).
+ *  - Structs the library fills for the caller (ms_stats, ms_file_info, ms_tensor,
+ *    ms_cache_collected) begin with `struct_size`: the caller sets it with the struct's
+ *    _INIT macro, the library fills only the fields that fit, so a program built against
+ *    this header keeps working with a later library that appends fields. Structs the
+ *    library hands out (ms_tensor from ms_streamer_next(), ms_fetch_progress,
+ *    ms_cache_model) carry the size the library filled.
+ *  - Option structs begin with `version`; a version newer than the library's is refused
+ *    (MS_EINVAL), an older one is read as far as it goes.
  *  - Every _free function accepts NULL.
- *  - Unless a function says otherwise, a streamer is used from one thread at a time. The one
- *    call that may come from any thread at any time is ms_streamer_cancel().
+ *  - Thread rules, object by object: a streamer is used from one thread at a time, except
+ *    ms_streamer_cancel() and ms_streamer_stats(), which any thread may call at any time;
+ *    a cache (ms_cache) may be used by several threads at once, each fetch on its own
+ *    thread; a hold belongs to the thread that made it; a cancellation token may be fired
+ *    from any thread or signal handler; the storage calls (ms_storage_*) are independent
+ *    and may run on any threads at once; back ends are registered before use and their
+ *    functions are called from many threads at once.
  */
 #ifndef MODELSTREAM_H
 #define MODELSTREAM_H
@@ -34,12 +51,21 @@ extern "C" {
 #endif
 
 #define MS_VERSION_MAJOR  0
-#define MS_VERSION_MINOR  1
+#define MS_VERSION_MINOR  2
 #define MS_VERSION_PATCH  0
-#define MS_VERSION_STRING "0.1.0"
+#define MS_VERSION_STRING "0.2.0"
 
 /** The version of the library actually loaded, as "MAJOR.MINOR.PATCH". */
 MS_EXTERN const char *ms_version(void);
+
+/**
+ * Initialises what the library shares process-wide (libcurl's global state, through
+ * curl_global_init, once however often it is called). Call it once, early, before other
+ * threads start, as libcurl asks of every program; the library also calls it from its
+ * first use of the network, which is safe only while no other thread is using libcurl.
+ * Returns 0 or MS_ERROR.
+ */
+MS_EXTERN int ms_global_init(void);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Errors                                                                                     */
@@ -87,7 +113,8 @@ MS_EXTERN const char *ms_strerror(int code);
 /* ---------------------------------------------------------------------------------------- */
 
 /**
- * A cancellation token for the long calls (ms_cache_fetch(), ms_push(), ms_list_with()).
+ * A cancellation token for the long calls (ms_cache_fetch(), ms_storage_push(),
+ * ms_storage_list()).
  * Fire it from any thread, or from a signal handler, and the call it was given to stops:
  * transfers in flight are aborted, backoffs end, and the call returns MS_ECANCELED within
  * about a quarter of a second. What was done stays done: a canceled fetch leaves its
@@ -287,7 +314,8 @@ MS_EXTERN int ms_streamer_options_from_env(ms_streamer_options *opts);
  * (with `data` NULL). All pointers belong to the streamer.
  */
 typedef struct {
-	const char *name; /**< UTF-8, NUL-terminated */
+	unsigned struct_size; /**< sizeof(ms_tensor) as the filler knew it; see the conventions */
+	const char *name;     /**< UTF-8, NUL-terminated */
 	ms_dtype dtype;
 	const int64_t *shape; /**< `ndim` dimensions; NULL when ndim is 0 (a scalar) */
 	size_t ndim;
@@ -297,8 +325,14 @@ typedef struct {
 	uint64_t file_offset; /**< where its bytes start in that file */
 } ms_tensor;
 
+#define MS_TENSOR_INIT                           \
+	{                                        \
+		.struct_size = sizeof(ms_tensor) \
+	}
+
 /** A file added to a streamer. All pointers belong to the streamer. */
 typedef struct {
+	unsigned struct_size;  /**< set by MS_FILE_INFO_INIT */
 	const char *path;      /**< as given to ms_streamer_add() */
 	uint64_t size;         /**< bytes */
 	uint64_t header_size;  /**< the JSON header's length, excluding the 8-byte prefix */
@@ -306,6 +340,11 @@ typedef struct {
 	size_t metadata_count; /**< entries of __metadata__ */
 	int direct_io;         /**< 1 if reads of this file use O_DIRECT */
 } ms_file_info;
+
+#define MS_FILE_INFO_INIT                           \
+	{                                           \
+		.struct_size = sizeof(ms_file_info) \
+	}
 
 /* ---------------------------------------------------------------------------------------- */
 /* The streamer                                                                               */
@@ -345,8 +384,9 @@ MS_EXTERN int ms_streamer_add_many(ms_streamer *s, const char *const *paths, siz
 MS_EXTERN size_t ms_streamer_file_count(const ms_streamer *s);
 
 /**
- * Describes added file `file_index`. The strings stay valid until ms_streamer_free().
- * @return 0, or MS_EINVAL if file_index is out of range.
+ * Describes added file `file_index` into `out` (initialised with MS_FILE_INFO_INIT). The
+ * strings stay valid until ms_streamer_free().
+ * @return 0, or MS_EINVAL if file_index is out of range or out->struct_size is too small.
  */
 MS_EXTERN int ms_streamer_file_info(ms_file_info *out, const ms_streamer *s, size_t file_index);
 
@@ -369,9 +409,10 @@ MS_EXTERN int ms_streamer_metadata_get(const char **out_value, const ms_streamer
 MS_EXTERN size_t ms_streamer_tensor_count(const ms_streamer *s);
 
 /**
- * Describes tensor `i` (over all files, in file order) without its data: `out->data` is
- * NULL. The pointers in `*out` stay valid until ms_streamer_free().
- * @return 0, or MS_EINVAL if i is out of range.
+ * Describes tensor `i` (over all files, in file order) into `out` (initialised with
+ * MS_TENSOR_INIT) without its data: `out->data` is NULL. The pointers in `*out` stay valid
+ * until ms_streamer_free().
+ * @return 0, or MS_EINVAL if i is out of range or out->struct_size is too small.
  */
 MS_EXTERN int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t i);
 
@@ -425,6 +466,7 @@ MS_EXTERN void ms_streamer_cancel(ms_streamer *s);
 
 /** Counters of one streamer; see ms_streamer_stats(). Times are nanoseconds. */
 typedef struct {
+	unsigned struct_size;             /**< set by MS_STATS_INIT */
 	uint64_t bytes_total;             /**< bytes of the selected tensors */
 	uint64_t bytes_read;              /**< bytes read from storage so far (with alignment) */
 	uint64_t bytes_delivered;         /**< bytes of the tensors delivered so far */
@@ -435,14 +477,25 @@ typedef struct {
 	int arena_huge_pages;             /**< 2: reserved huge pages; 1: transparent; 0: small */
 	uint64_t time_to_first_tensor_ns; /**< from the first next() to the first tensor */
 	uint64_t elapsed_ns;              /**< from the first next() to the last tensor, or now */
+	/* What the streamer actually uses, resolved from the options and the sources (0 and
+	 * MS_DELIVER_AUTO until the first ms_streamer_next()). */
+	uint64_t chunk_size;  /**< bytes per read */
+	unsigned concurrency; /**< reader threads */
+	ms_deliver delivery;  /**< MS_DELIVER_COPY or MS_DELIVER_MAPPED */
 } ms_stats;
 
+#define MS_STATS_INIT                           \
+	{                                       \
+		.struct_size = sizeof(ms_stats) \
+	}
+
 /**
- * A snapshot of the streamer's counters. May be called from any thread while
- * streaming; each field is read atomically but the fields together are not a snapshot of
- * one instant.
+ * A snapshot of the streamer's counters into `out` (initialised with MS_STATS_INIT). May
+ * be called from any thread while streaming; each field is read atomically but the fields
+ * together are not a snapshot of one instant.
+ * @return 0, or MS_EINVAL (NULL, or out->struct_size too small).
  */
-MS_EXTERN void ms_streamer_stats(ms_stats *out, const ms_streamer *s);
+MS_EXTERN int ms_streamer_stats(ms_stats *out, const ms_streamer *s);
 
 /**
  * How this streamer delivers tensors: MS_DELIVER_COPY or MS_DELIVER_MAPPED (what
@@ -459,7 +512,7 @@ MS_EXTERN ms_deliver ms_streamer_delivery(const ms_streamer *s);
 MS_EXTERN void ms_streamer_free(ms_streamer *s);
 
 /* ---------------------------------------------------------------------------------------- */
-/* Object storage: listing, existence, uploads                                                */
+/* Storage: listing, existence, uploads                                                     */
 /* ---------------------------------------------------------------------------------------- */
 
 /*
@@ -482,11 +535,11 @@ typedef struct {
 
 /**
  * Called once per object, in key order. Return 0 to go on; anything else stops the listing
- * and is returned by ms_list().
+ * and is returned by ms_storage_list().
  */
 typedef int (*ms_list_fn)(const ms_object *object, void *payload);
 
-/** ms_list() flags. */
+/** ms_storage_list() flags. */
 enum {
 	MS_LIST_RECURSIVE = 1, /**< every object under the prefix, not only its direct children */
 };
@@ -496,28 +549,24 @@ enum {
  * directory, or a prefix of a registered scheme whose back end can list), following
  * every page of ListObjectsV2. Without MS_LIST_RECURSIVE, objects in sub-prefixes are
  * reported once per sub-prefix with is_prefix set, as `aws s3 ls` shows "PRE sub/".
+ * Stops with MS_ECANCELED (a request in flight aborted) once `cancel` (may be NULL) fires.
  * @return 0; what `fn` returned when it stopped; MS_EINVAL (not a prefix URL; a URL that
  *         names an object must end in '/' to be listed); MS_ENOTFOUND (no such bucket);
  *         MS_EACCES; MS_EIO; MS_EFORMAT (a listing that does not parse); MS_ENOMEM.
  */
-MS_EXTERN int ms_list(const char *prefix_url, int flags, ms_list_fn fn, void *payload);
+MS_EXTERN int ms_storage_list(const char *prefix_url, int flags, const ms_cancel *cancel,
+                              ms_list_fn fn, void *payload);
 
 /**
- * ms_list(), which stops with MS_ECANCELED (a request in flight aborted) once `cancel`
- * fires; `cancel` may be NULL.
- */
-MS_EXTERN int ms_list_with(const char *prefix_url, int flags, const ms_cancel *cancel,
-                           ms_list_fn fn, void *payload);
-
-/**
- * Says whether `location` (a local path or an object URL) exists, and its size.
- * @param exists  set to 1 or 0.
- * @param size    if not NULL, the size in bytes when it exists.
+ * Says whether `location` (a local path, an object URL, or a registered scheme's location)
+ * exists, and its size.
+ * @param out_exists  set to 1 or 0.
+ * @param out_size    if not NULL, the size in bytes when it exists.
  * @return 0 whether or not it exists; an error only when the answer is unknown (MS_EACCES:
  *         permission denied, which S3 also answers for a missing key without ListBucket;
  *         MS_EIO; MS_EINVAL).
  */
-MS_EXTERN int ms_exists(const char *location, int *exists, uint64_t *size);
+MS_EXTERN int ms_storage_exists(int *out_exists, uint64_t *out_size, const char *location);
 
 /**
  * Explains how `location` would be reached, one "name: value (why)" line each: for
@@ -528,7 +577,7 @@ MS_EXTERN int ms_exists(const char *location, int *exists, uint64_t *size);
  * @return 0; the error of resolving the URL or the credentials (the lines resolved before
  *         it are written all the same, with "credentials: error: <message>").
  */
-MS_EXTERN int ms_explain(const char *location, char *out, size_t size);
+MS_EXTERN int ms_storage_explain(char *out, size_t size, const char *location);
 
 /** Called as an upload progresses: `done` of `total` bytes of `location` are stored. */
 typedef void (*ms_push_progress_fn)(const char *location, uint64_t done, uint64_t total,
@@ -536,7 +585,7 @@ typedef void (*ms_push_progress_fn)(const char *location, uint64_t done, uint64_
 
 #define MS_PUSH_OPTIONS_VERSION 2
 
-/** Options of ms_push(). Start from MS_PUSH_OPTIONS_INIT or ms_push_options_init(). */
+/** Options of ms_storage_push(). Start from MS_PUSH_OPTIONS_INIT or ms_push_options_init(). */
 typedef struct {
 	int version;                  /**< MS_PUSH_OPTIONS_VERSION */
 	int concurrency;              /**< parts in flight at once; 0: 8 */
@@ -566,7 +615,7 @@ MS_EXTERN void ms_push_options_init(ms_push_options *opts);
  * @return 0; MS_ENOTFOUND/MS_EACCES for the local side or the bucket; MS_EINVAL; MS_EIO;
  *         MS_ENOMEM. The message names the file and the URL.
  */
-MS_EXTERN int ms_push(const char *local, const char *url, const ms_push_options *opts);
+MS_EXTERN int ms_storage_push(const char *local, const char *url, const ms_push_options *opts);
 
 /* ---------------------------------------------------------------------------------------- */
 /* The node cache                                                                             */
@@ -661,8 +710,9 @@ typedef enum {
 
 /** A snapshot of a fetch, given to the progress callback. */
 typedef struct {
-	const char *model; /**< the model's name */
-	const char *file;  /**< the file concerned, relative to the model; NULL if none */
+	unsigned struct_size; /**< the size the library filled: fields are only appended */
+	const char *model;    /**< the model's name */
+	const char *file;     /**< the file concerned, relative to the model; NULL if none */
 	ms_fetch_state state;
 	int from_cache;         /**< FILE_DONE: the file was already in the cache */
 	uint64_t bytes_done;    /**< of the whole model, including files already cached */
@@ -674,13 +724,14 @@ typedef struct {
 	unsigned throttled;  /**< "slow down" answers (503, 429, SlowDown) and timeouts so far */
 	unsigned window;     /**< reads in flight allowed now (adaptive concurrency) */
 	uint64_t slot_waits; /**< reads that waited for a node-wide connection slot */
-	unsigned retries_by_reason[MS_RETRY_REASONS]; /**< so far, by MS_RETRY_* */
-	unsigned reads_in_flight;                     /**< reads this fetch has in flight now */
+	unsigned reads_in_flight;  /**< reads this fetch has in flight now */
 	unsigned models_evicted;   /**< models evicted from the cache to make room for this one */
 	uint64_t file_bytes_done;  /**< of `file`, when there is one */
 	uint64_t file_bytes_total; /**< `file`'s size */
 	double seconds;            /**< since the fetch began */
 	int waiting_pid;           /**< WAITING: the downloading process, 0 if unknown */
+	/** So far, by MS_RETRY_*. Last, as its length grows with the reasons. */
+	unsigned retries_by_reason[MS_RETRY_REASONS];
 } ms_fetch_progress;
 
 /** Called from the fetching thread on every event and about every 250 ms. */
@@ -714,10 +765,11 @@ MS_EXTERN int ms_cache_fetch_verified(ms_cache *c, const char *source, const cha
                                       const char *manifest, ms_fetch_fn fn, void *payload);
 
 /** Writes DIR/models/NAME into `out`. Returns 0 or MS_EINVAL (bad name, no room). */
-MS_EXTERN int ms_cache_model_path(const ms_cache *c, const char *name, char *out, size_t size);
+MS_EXTERN int ms_cache_model_path(char *out, size_t size, const ms_cache *c, const char *name);
 
 /** One model of the cache, for ms_cache_list(). */
 typedef struct {
+	unsigned struct_size; /**< the size the library filled */
 	const char *name;
 	const char *source;
 	size_t files;
@@ -768,6 +820,7 @@ MS_EXTERN void ms_cache_hold_free(ms_cache_hold *hold);
 
 /** What ms_cache_collect() did. */
 typedef struct {
+	unsigned struct_size; /**< set by MS_CACHE_COLLECTED_INIT */
 	size_t blobs_removed; /**< no model named them, or evicted for the budget */
 	uint64_t bytes_freed;
 	size_t partials_removed; /**< downloads nobody was continuing */
@@ -775,14 +828,19 @@ typedef struct {
 	size_t models_evicted;   /**< whole models evicted for the budget */
 } ms_cache_collected;
 
+#define MS_CACHE_COLLECTED_INIT                           \
+	{                                                 \
+		.struct_size = sizeof(ms_cache_collected) \
+	}
+
 /** The bytes the cache's files take (complete and partial), for monitoring. */
-MS_EXTERN int ms_cache_usage(ms_cache *c, uint64_t *bytes);
+MS_EXTERN int ms_cache_usage(uint64_t *out, ms_cache *c);
 
 /**
  * Collects garbage: blobs no model names and partial downloads no process holds, then
  * least-recently-used blobs until the cache is within its budget (never one in use).
  */
-MS_EXTERN int ms_cache_collect(ms_cache *c, ms_cache_collected *out);
+MS_EXTERN int ms_cache_collect(ms_cache_collected *out, ms_cache *c);
 
 /**
  * Checks model `name` again: every file present with its recorded size, safetensors
@@ -819,7 +877,8 @@ typedef struct {
 
 	/*
 	 * Version 2, each optional (NULL): the rest of the storage interface, so that
-	 * ms_list(), ms_exists(), ms_push() and ms_cache_fetch() work on the scheme too.
+	 * ms_storage_list(), ms_storage_exists(), ms_storage_push() and ms_cache_fetch()
+	 * work on the scheme too.
 	 * A prefix is a location ending in '/' ("myfs://models/llama/").
 	 */
 	/**
@@ -832,8 +891,8 @@ typedef struct {
 	/** Sets *exists to 1 or 0 and, when it exists and `size` is not NULL, *size. Without
 	 * it, existence is asked by opening the location. */
 	int (*exists)(void *data, const char *location, int *exists, uint64_t *size);
-	/** Stores `size` bytes as object `location`, replacing any. Without it, ms_push()
-	 * to the scheme fails with MS_EUNSUPPORTED. */
+	/** Stores `size` bytes as object `location`, replacing any. Without it,
+	 * ms_storage_push() to the scheme fails with MS_EUNSUPPORTED. */
 	int (*put)(void *data, const char *location, const void *bytes, uint64_t size);
 } ms_backend;
 

@@ -72,9 +72,18 @@ typedef struct {
 	time_t server_date; /* the Date header, 0 if none */
 } attempt;
 
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_code; /* written once, under global_once */
+
 static void global_init_once(void)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	global_code = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : MS_ERROR;
+}
+
+int ms_global_init(void)
+{
+	pthread_once(&global_once, global_init_once);
+	return global_code == 0 ? 0 : ms__error_set(MS_ERROR, "curl_global_init failed");
 }
 
 static long response_status(CURL *curl)
@@ -698,7 +707,6 @@ void ms__s3_response_free(ms__s3_response *resp)
 
 int ms__s3_client_open(ms__s3_client **out, const char *url, const ms__s3_client_options *opts)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static const ms__s3_client_options none = {0};
 	ms__s3_resolve_options ropts = {0};
 	ms__creds_options copts = {0};
@@ -712,7 +720,10 @@ int ms__s3_client_open(ms__s3_client **out, const char *url, const ms__s3_client
 	*out = NULL;
 	if (opts == NULL)
 		opts = &none;
-	pthread_once(&once, global_init_once);
+	if (ms_global_init() < 0) {
+		ms__error_set(MS_ERROR, "%s: curl_global_init failed", url);
+		return MS_ERROR;
+	}
 	c = ms__calloc(1, sizeof(*c));
 	if (c == NULL || (c->url = ms__strdup(url)) == NULL) {
 		ms__free(c);
