@@ -16,8 +16,6 @@
 #include "cancel.h"
 #include "error.h"
 #include "location.h"
-#include "s3/s3_client.h"
-#include "s3/s3_url.h"
 
 /** The most files one push uploads. */
 #define FILES_MAX 100000
@@ -63,60 +61,10 @@ int ms_storage_exists(int *exists, uint64_t *size, const char *location)
 
 int ms_storage_explain(char *out, size_t size, const char *location)
 {
-	ms__s3_client_options opts = {.no_credentials = true};
-	ms__s3_client *c = NULL, *full = NULL;
-	const ms__s3_location *l;
-	char creds[512];
-	size_t n;
-	int rc;
-
 	if (location == NULL || out == NULL || size == 0)
 		return ms__error_set(MS_EINVAL, "ms_storage_explain: location or out is NULL");
 	out[0] = '\0';
-	if (ms__backend_of(location) == &ms__backend_file) {
-		snprintf(out, size,
-		         "local: %s is read from the file system (pread, O_DIRECT for "
-		         "large uncached files)\n",
-		         location);
-		return 0;
-	}
-	if (ms__backend_of(location) == &ms__backend_custom) {
-		snprintf(out, size,
-		         "registered back end: %s is read through the back end the "
-		         "application registered for its scheme\n",
-		         location);
-		return 0;
-	}
-	if ((rc = ms__s3_client_open(&c, location, &opts)) < 0)
-		return rc;
-	l = ms__s3_client_location(c);
-	n = (size_t)snprintf(out, size,
-	                     "url: %s\n"
-	                     "bucket: %s\n"
-	                     "key: %s%s\n"
-	                     "endpoint: %s (%s)\n"
-	                     "region: %s (%s)\n"
-	                     "addressing: %s (%s)\n"
-	                     "tls: %s (%s)\n"
-	                     "ca bundle: %s (%s)\n",
-	                     location, l->bucket, l->key, l->prefix ? " (a prefix)" : "",
-	                     l->endpoint, l->endpoint_why, l->region, l->region_why,
-	                     ms__s3_addressing_name(l->addressing), l->addressing_why,
-	                     l->tls ? "on, certificates verified" : "off (plain http)", l->tls_why,
-	                     l->ca_bundle[0] ? l->ca_bundle : "the system's", l->ca_bundle_why);
-	if (l->anonymous) {
-		ms__s3_client_describe_credentials(c, creds, sizeof(creds));
-		rc = 0;
-	} else if ((rc = ms__s3_client_open(&full, location, NULL)) == 0) {
-		ms__s3_client_describe_credentials(full, creds, sizeof(creds));
-	} else {
-		snprintf(creds, sizeof(creds), "error: %s", ms_error_last()->message);
-	}
-	if (n < size)
-		snprintf(out + n, size - n, "credentials: %s\n", creds);
-	ms__s3_client_free(full);
-	ms__s3_client_free(c);
-	return rc;
+	return ms__backend_of(location)->explain(out, size, location);
 }
 
 void ms_push_options_init(ms_push_options *opts)

@@ -727,7 +727,9 @@ void ms_streamer_free(ms_streamer *s)
 {
 	if (s == NULL)
 		return;
-	ms__engine_free(s->engine); /* joins the workers before their sources close */
+	if (s->gate != NULL)
+		ms__gate_cancel(s->gate); /* no read waits out its patience for a streamer gone */
+	ms__engine_free(s->engine);       /* joins the workers before their sources close */
 	ms__sink_free(s->sink);
 	for (size_t i = 0; s->mappings != NULL && i < s->file_count; i++)
 		ms__mapping_close(&s->mappings[i]);

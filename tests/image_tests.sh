@@ -106,7 +106,7 @@ want_cfg="65532:65532|[\"modelstream\"]|[\"--help\"]|modelstream|$version"
 
 # Its file system: the closure only, no shell, no package manager; /tmp 1777, /cache 65532.
 listing=$(tar -tvf "$tmp/rootfs.tar")
-extra=$(tar -tf "$tmp/rootfs.tar" | sed 's|^\./||; s|/$||' | grep -vE '^(|cache|tmp|home|home/nonroot|lib|lib64|etc|etc/(passwd|group|nsswitch\.conf|ld\.so\.conf|ld\.so\.cache|ssl|ssl/certs|ssl/certs/ca-certificates\.crt)|usr|usr/lib|usr/lib64|usr/lib64/ld-linux-x86-64\.so\.2|usr/lib/x86_64-linux-gnu(/[^/]+\.so[.0-9]*)?|usr/local|usr/local/bin|usr/local/bin/modelstream|usr/local/lib|usr/local/lib/libmodelstream\.so\.0(\.[0-9.]+)?)$')
+extra=$(tar -tf "$tmp/rootfs.tar" | sed 's|^\./||; s|/$||' | grep -vE '^(|cache|tmp|home|home/nonroot|lib|lib64|etc|etc/(passwd|group|nsswitch\.conf|ld\.so\.conf|ld\.so\.cache|ssl|ssl/certs|ssl/certs/ca-certificates\.crt)|usr|usr/lib|usr/lib64|usr/lib64/ld-linux-x86-64\.so\.2|usr/lib/x86_64-linux-gnu(/[^/]+\.so[.0-9]*)?|usr/local|usr/local/bin|usr/local/bin/modelstream|usr/local/lib|usr/local/lib/libmodelstream\.so\.[0-9]+(\.[0-9.]+)?)$')
 if [ -z "$extra" ] && grep -qE '^drwxrwxrwt .* tmp/?$' <<<"$listing" &&
    grep -qE '^drwxr-xr-x (65532|nonroot)/(65532|nonroot) .* cache/?$' <<<"$listing"; then
   pass "its file system is the closure only (no shell, no package manager); /tmp 1777, /cache owned by 65532"

@@ -94,6 +94,27 @@ got=$(ms stream s3://models/multi/two.safetensors --checksum --quiet --memory-li
 awscli s3 cp s3://models/multi/two.safetensors "$tmp/back.safetensors" >/dev/null 2>"$tmp/err"
 cmp -s "$tmp/back.safetensors" "$two" && pass "awscli downloads what modelstream pushed, byte for byte" ||
   fail "awscli downloads what modelstream pushed, byte for byte" "$(head -c 300 "$tmp/err")"
+# SIGTERM during a multipart push: exit 130 at once, and the upload is aborted on the store
+# (no parts left behind to be billed).
+truncate -s 400M "$tmp/big.bin"   # sparse: made at once, 80 parts of 5 MiB
+# A simple command, not the ms function, so that $! is the process itself (env execs it).
+env -i PATH="$PATH" HOME="$tmp/home" AWS_EC2_METADATA_DISABLED=true "${creds[@]}" \
+  "$cli" push "$tmp/big.bin" s3://models/big/big.bin --part-size 5M --concurrency 1 --quiet \
+  >"$tmp/out" 2>"$tmp/err" &
+pusher=$!
+sleep 0.7
+kill -TERM "$pusher" 2>/dev/null
+wait "$pusher"; rc=$?
+uploads=$(awscli s3api list-multipart-uploads --bucket models --output json 2>/dev/null |
+  python3 -c 'import json,sys; t=sys.stdin.read().strip(); print(len(json.loads(t).get("Uploads", [])) if t else 0)')
+if [ "$rc" -eq 0 ]; then
+  skip "SIGTERM during a multipart push aborts it" "the push finished within 0.7 s"
+else
+  [ "$rc" -eq 130 ] && [ "$uploads" = 0 ] && grep -q "canceled" "$tmp/err" &&
+    pass "SIGTERM during a multipart push: exit 130, the upload aborted on the store" ||
+    fail "SIGTERM during a multipart push aborts it" "rc=$rc uploads=$uploads $(head -c 300 "$tmp/err")"
+fi
+rm -f "$tmp/big.bin"
 awscli s3 cp "$one" s3://models/bycli/one.safetensors >/dev/null 2>"$tmp/err"
 got=$(ms stream s3://models/bycli/one.safetensors --checksum --quiet 2>"$tmp/err" | sha256sum)
 [ "$got" = "$want_one" ] && pass "modelstream streams what awscli uploaded" ||

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "modelstream.h"
+
 /* Exit codes an operator can act on; documented in the README and in --help. */
 enum {
 	EXIT_OK = 0,
@@ -30,6 +32,13 @@ int cli_exit_code(int ms_code);
 
 /** Prints "modelstream: <the library's last message>" and returns the exit code for rc. */
 int cli_fail(int rc);
+
+/**
+ * Makes SIGINT and SIGTERM fire a cancellation token instead of killing the process, so a
+ * long command (fetch, push, ls) stops within a second, cleanly, and exits 130. Returns the
+ * token (the same one on every call), or NULL when it cannot be made.
+ */
+ms_cancel *cli_cancel_on_signals(void);
 
 /** Prints "modelstream: <formatted>" to stderr and returns EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

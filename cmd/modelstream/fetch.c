@@ -6,7 +6,6 @@
  */
 #include <ctype.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -721,20 +720,9 @@ int fetch_model(const fetch_args *a, ms_cache *cache, status *st, const char *na
 	return EXIT_OK;
 }
 
-/* SIGTERM or SIGINT: the fetch stops within a quarter of a second, leaving what it has
- * downloaded for the next fetch to resume. A handler may only do async-signal-safe things:
- * firing the token is one atomic store. */
-static ms_cancel *stop_token;
-
-static void on_stop_signal(int sig)
-{
-	(void)sig;
-	ms_cancel_fire(stop_token);
-}
-
 int cmd_fetch(int argc, char **argv)
 {
-	struct sigaction sa = {.sa_handler = on_stop_signal};
+	ms_cancel *stop_token;
 	fetch_args a = {.opts = MS_CACHE_OPTIONS_INIT, .r = {.every = 5}};
 	ms_cache *cache = NULL;
 	status *st = NULL;
@@ -748,13 +736,12 @@ int cmd_fetch(int argc, char **argv)
 		return rc < 0 ? EXIT_OK : rc;
 	}
 	a.r.tty = a.r.format == LOG_TEXT && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
-	if (ms_cancel_new(&stop_token) < 0) {
+	/* SIGTERM or SIGINT: the fetch stops within a quarter of a second, leaving what it
+	 * has downloaded for the next fetch to resume. */
+	if ((stop_token = cli_cancel_on_signals()) == NULL) {
 		rc = cli_fail(MS_ENOMEM);
 		goto done;
 	}
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
 	a.opts.cancel = stop_token;
 	if ((rc = ms_cache_open(&cache, a.cache, &a.opts)) < 0) {
 		rc = cli_fail(rc);

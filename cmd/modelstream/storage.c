@@ -109,6 +109,7 @@ int cmd_ls(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	ls_state st = {0};
+	ms_cancel *cancel;
 	int recursive = 0, c, rc;
 
 	optind = 1;
@@ -133,8 +134,13 @@ int cmd_ls(int argc, char **argv)
 		return cli_usage_error("ls takes one URL (see 'modelstream ls --help')");
 	if (st.json && (st.array = cJSON_CreateArray()) == NULL)
 		return cli_usage_error("out of memory");
-	rc = ms_storage_list(argv[optind], recursive ? MS_LIST_RECURSIVE : 0, NULL, print_object,
+	cancel = cli_cancel_on_signals();
+	rc = ms_storage_list(argv[optind], recursive ? MS_LIST_RECURSIVE : 0, cancel, print_object,
 	                     &st);
+	if (rc < 0 && ms_cancel_fired(cancel)) {
+		cli_fail(rc);
+		return EXIT_CANCELED;
+	}
 	if (rc == MS_ENOMEM && st.json)
 		ms_error_raise(MS_ENOMEM, "%s: out of memory building the JSON listing",
 		               argv[optind]);
@@ -252,8 +258,14 @@ int cmd_push(int argc, char **argv)
 		return cli_usage_error("push takes LOCAL and URL (see 'modelstream push --help')");
 	opts.progress = on_progress;
 	opts.progress_payload = &st;
+	/* Ctrl-C or SIGTERM: the upload stops, a multipart upload is aborted on the store. */
+	opts.cancel = cli_cancel_on_signals();
 	st.start = now_seconds();
 	rc = ms_storage_push(argv[optind], argv[optind + 1], &opts);
+	if (rc < 0 && ms_cancel_fired(opts.cancel)) {
+		cli_fail(rc);
+		return EXIT_CANCELED;
+	}
 	return rc < 0 ? cli_fail(rc) : EXIT_OK;
 }
 

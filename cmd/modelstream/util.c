@@ -2,6 +2,7 @@
  * util.c - exit codes, sizes and error output shared by the subcommands.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,4 +182,26 @@ int cli_option_error(const char *command, int optopt_value, const char *arg)
 	return cli_usage_error("%s: unknown option or missing value in '%s' (see 'modelstream %s "
 	                       "--help')",
 	                       command, arg != NULL ? arg : "", command);
+}
+
+/* The token SIGINT and SIGTERM fire. A handler may only do async-signal-safe things:
+ * firing the token is one atomic store. */
+static ms_cancel *signal_token;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	ms_cancel_fire(signal_token);
+}
+
+ms_cancel *cli_cancel_on_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_stop_signal};
+
+	if (signal_token == NULL && ms_cancel_new(&signal_token) < 0)
+		return NULL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	return signal_token;
 }

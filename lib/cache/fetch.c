@@ -380,6 +380,10 @@ static int run_download(fetch *f, ms__source *src, download *d, const unsigned c
 		}
 		report(f, MS_FETCH_DOWNLOADING, f->p.file);
 	}
+	/* A failed download ends the fetch: reads still waiting out an unavailable store
+	 * stop now rather than keep the workers (and the join below) for their patience. */
+	if (rc < 0 && f->gate != NULL)
+		ms__gate_cancel(f->gate);
 	if (rc == MS_ECANCELED || canceled)
 		rc = ms__error_set(MS_ECANCELED,
 		                   "%s: canceled; the %llu bytes fetched stay for the "

@@ -5,6 +5,7 @@
  * the sources of its entries, so a model of many files costs one credential chain and one
  * pool of connections.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -133,6 +134,48 @@ static void s3_context_free(void *context)
 	ms__s3_client_free(context);
 }
 
+/* Explains the URL's endpoint, region, addressing, TLS and credential source. */
+static int s3_explain(char *out, size_t size, const char *location)
+{
+	ms__s3_client_options opts = {.no_credentials = true};
+	ms__s3_client *c = NULL, *full = NULL;
+	const ms__s3_location *l;
+	char creds[512];
+	size_t n;
+	int rc;
+
+	if ((rc = ms__s3_client_open(&c, location, &opts)) < 0)
+		return rc;
+	l = ms__s3_client_location(c);
+	n = (size_t)snprintf(out, size,
+	                     "url: %s\n"
+	                     "bucket: %s\n"
+	                     "key: %s%s\n"
+	                     "endpoint: %s (%s)\n"
+	                     "region: %s (%s)\n"
+	                     "addressing: %s (%s)\n"
+	                     "tls: %s (%s)\n"
+	                     "ca bundle: %s (%s)\n",
+	                     location, l->bucket, l->key, l->prefix ? " (a prefix)" : "",
+	                     l->endpoint, l->endpoint_why, l->region, l->region_why,
+	                     ms__s3_addressing_name(l->addressing), l->addressing_why,
+	                     l->tls ? "on, certificates verified" : "off (plain http)", l->tls_why,
+	                     l->ca_bundle[0] ? l->ca_bundle : "the system's", l->ca_bundle_why);
+	if (l->anonymous) {
+		ms__s3_client_describe_credentials(c, creds, sizeof(creds));
+		rc = 0;
+	} else if ((rc = ms__s3_client_open(&full, location, NULL)) == 0) {
+		ms__s3_client_describe_credentials(full, creds, sizeof(creds));
+	} else {
+		snprintf(creds, sizeof(creds), "error: %s", ms_error_last()->message);
+	}
+	if (n < size)
+		snprintf(out + n, size - n, "credentials: %s\n", creds);
+	ms__s3_client_free(full);
+	ms__s3_client_free(c);
+	return rc;
+}
+
 static void s3_counters(void *context, ms__backend_counters *out)
 {
 	out->retries = ms__s3_client_retries(context);
@@ -151,4 +194,5 @@ const ms__backend ms__backend_s3 = {
     .exists = s3_exists,
     .put = s3_put,
     .context_free = s3_context_free,
+    .explain = s3_explain,
 };

@@ -67,6 +67,7 @@ typedef struct {
 	bool overflow;
 	bool keep_body;                /* a 2xx body without dst goes to resp->body */
 	atomic_uint_fast64_t *counter; /* the request's received counter, or NULL */
+	bool despite_cancel;           /* the request's flag of that name */
 	ms__s3_client *client;
 	ms__s3_response *resp;
 	time_t server_date; /* the Date header, 0 if none */
@@ -286,10 +287,10 @@ static int on_progress(void *payload, curl_off_t dltotal, curl_off_t dlnow, curl
 	const attempt *a = payload;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	return ms__s3_client_canceled(a->client) ? 1 : 0;
+	return !a->despite_cancel && ms__s3_client_canceled(a->client) ? 1 : 0;
 }
 
-static void backoff(const ms__s3_client *c, unsigned retry, unsigned *seed)
+static void backoff(const ms__s3_client *c, unsigned retry, unsigned *seed, bool despite_cancel)
 {
 	unsigned long cap = BACKOFF_BASE_MS << (retry < 10 ? retry : 10);
 	unsigned long ms;
@@ -300,7 +301,7 @@ static void backoff(const ms__s3_client *c, unsigned retry, unsigned *seed)
 	 * together. */
 	ms = (unsigned long)rand_r(seed) % (cap + 1);
 	/* In slices, so that a cancellation is seen within 50 ms. */
-	while (ms > 0 && !ms__s3_client_canceled(c)) {
+	while (ms > 0 && (despite_cancel || !ms__s3_client_canceled(c))) {
 		unsigned long slice = ms < 50 ? ms : 50;
 
 		usleep((useconds_t)(slice * 1000));
@@ -591,13 +592,14 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 	a.capacity = req->capacity;
 	a.keep_body = req->dst == NULL;
 	a.counter = req->received;
+	a.despite_cancel = req->despite_cancel;
 	a.client = c;
 	a.resp = resp;
 	for (;;) {
 		size_t before = a.received;
 		int cost;
 
-		if (ms__s3_client_canceled(c)) {
+		if (!req->despite_cancel && ms__s3_client_canceled(c)) {
 			rc = ms__error_set(MS_ECANCELED, "%s: canceled", what);
 			break;
 		}
@@ -647,7 +649,8 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 			rc = http_error(c, what, resp, req->dst != NULL ? req->if_match : NULL);
 			break;
 		}
-		if (rc < 0 && (cc == CURLE_ABORTED_BY_CALLBACK || ms__s3_client_canceled(c))) {
+		if (rc < 0 && !req->despite_cancel &&
+		    (cc == CURLE_ABORTED_BY_CALLBACK || ms__s3_client_canceled(c))) {
 			rc = ms__error_set(MS_ECANCELED, "%s: canceled", what);
 			break;
 		}
@@ -690,7 +693,7 @@ int ms__s3_send(ms__s3_client *c, const ms__s3_request *req, ms__s3_response *re
 		if (cc == CURLE_OPERATION_TIMEDOUT || resp->status == 503 || resp->status == 429)
 			atomic_fetch_add(&c->throttles, 1);
 		atomic_fetch_add(&c->reasons[retry_reason(rc, cc, resp->status)], 1);
-		backoff(c, failures, &seed);
+		backoff(c, failures, &seed, req->despite_cancel);
 	}
 	if (cr != NULL) {
 		ms__creds_clear(cr);

@@ -107,6 +107,8 @@ typedef struct {
 	const char *if_match;
 	/** Counts the body bytes of a ranged GET as they arrive (progress); NULL for none. */
 	atomic_uint_fast64_t *received;
+	/** Sent even after the client was canceled (aborting a multipart upload). */
+	bool despite_cancel;
 } ms__s3_request;
 
 /** What came back from a request that reached the server. */

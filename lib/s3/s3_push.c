@@ -198,7 +198,9 @@ static int complete(upload *u)
 
 static void abort_upload(upload *u)
 {
-	ms__s3_request req = {.method = "DELETE", .key = u->key, .what = u->url};
+	/* Sent even when the upload was canceled: no parts may be left behind. */
+	ms__s3_request req = {
+	    .method = "DELETE", .key = u->key, .what = u->url, .despite_cancel = true};
 	ms__s3_response resp;
 	ms_error saved;
 	char text[MS__ERROR_MAX];
