@@ -212,18 +212,9 @@ static int file_exists(const char *location, int *exists, uint64_t *size)
 	return ms__error_errno(errno, "%s", location);
 }
 
-static int file_explain(char *out, size_t size, const char *location)
-{
-	snprintf(out, size,
-	         "local: %s is read from the file system (pread, O_DIRECT for large uncached "
-	         "files)\n",
-	         location);
-	return 0;
-}
-
 const ms__backend ms__backend_file = {
-    .explain = file_explain,
     .name = "local",
+    .summary = "is read from the file system (pread, O_DIRECT for large uncached files)",
     .open = file_open,
     .is_dir = file_is_dir,
     .list = file_list,

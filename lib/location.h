@@ -72,8 +72,10 @@ typedef struct {
 	int (*put)(void **context, const char *path, const char *location,
 	           const ms_push_options *o);
 	void (*context_free)(void *context);
-	/** Writes "name: value (why)" lines on how `location` is reached (never a secret). */
+	/** Optional: writes "name: value (why)" lines on how `location` is reached (never a
+	 * secret). NULL: one line, "<name>: <location> <summary>". */
 	int (*explain)(char *out, size_t size, const char *location);
+	const char *summary;
 	/** Optional: what a listing's context (client) has counted. */
 	void (*counters)(void *context, ms__backend_counters *out);
 } ms__backend;

@@ -433,18 +433,9 @@ static int custom_put(void **context, const char *path, const char *location,
 	return rc == 0 ? 0 : failed(location, "put", rc);
 }
 
-static int custom_explain(char *out, size_t size, const char *location)
-{
-	snprintf(out, size,
-	         "registered back end: %s is read through the back end the application "
-	         "registered for its scheme\n",
-	         location);
-	return 0;
-}
-
 const ms__backend ms__backend_custom = {
-    .explain = custom_explain,
     .name = "registered back end",
+    .summary = "is read through the back end the application registered for its scheme",
     .open = custom_open_location,
     .is_dir = custom_is_dir,
     .list = custom_list,

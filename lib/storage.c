@@ -61,10 +61,16 @@ int ms_storage_exists(int *exists, uint64_t *size, const char *location)
 
 int ms_storage_explain(char *out, size_t size, const char *location)
 {
+	const ms__backend *b;
+
 	if (location == NULL || out == NULL || size == 0)
 		return ms__error_set(MS_EINVAL, "ms_storage_explain: location or out is NULL");
 	out[0] = '\0';
-	return ms__backend_of(location)->explain(out, size, location);
+	b = ms__backend_of(location);
+	if (b->explain != NULL)
+		return b->explain(out, size, location);
+	snprintf(out, size, "%s: %s %s\n", b->name, location, b->summary);
+	return 0;
 }
 
 void ms_push_options_init(ms_push_options *opts)

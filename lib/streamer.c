@@ -308,7 +308,7 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 	int rc;
 
 	/* Object storage shares the node's admission (the header's read included). */
-	if (s->gate != NULL && ms__backend_of(path) == &ms__backend_s3 &&
+	if (s->gate != NULL && ms__backend_of(path)->remote &&
 	    (rc = ms__gate_wrap(&src, s->gate, src)) < 0)
 		return rc;
 	if ((rc = load_header(&header, src)) < 0)
@@ -357,7 +357,16 @@ static int add_directory(ms_streamer *s, const char *path)
 	ms__open_options o = {.direct_io = s->opts.direct_io};
 	size_t files_before = s->file_count, tensors_before = s->table_count;
 	ms__listing dir;
-	int rc = ms__model_dir_open(&dir, path, &o);
+	unsigned token;
+	int rc;
+
+	/* The listing is a request to the store like any read: it takes a place too. */
+	if (s->gate != NULL && ms__backend_of(path)->remote &&
+	    (rc = ms__gate_enter(s->gate, &token)) < 0)
+		return rc;
+	rc = ms__model_dir_open(&dir, path, &o);
+	if (s->gate != NULL && ms__backend_of(path)->remote)
+		ms__gate_leave(s->gate, token);
 
 	for (size_t i = 0; rc == 0 && i < dir.count; i++) {
 		ms__source *src = NULL;
@@ -383,6 +392,8 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 {
 	ms__open_options o;
 	ms__source *src = NULL;
+	unsigned token = 0;
+	bool gated;
 	int rc;
 
 	if (s == NULL || path == NULL)
@@ -393,7 +404,14 @@ int ms_streamer_add(ms_streamer *s, const char *path)
 	if (ms__location_is_dir(path))
 		return add_directory(s, path);
 	o = (ms__open_options){.direct_io = s->opts.direct_io};
-	if ((rc = ms__source_open(&src, path, &o)) < 0)
+	/* Opening an object is a request (a HEAD): under the node's budget too. */
+	gated = s->gate != NULL && ms__backend_of(path)->remote;
+	if (gated && (rc = ms__gate_enter(s->gate, &token)) < 0)
+		return rc;
+	rc = ms__source_open(&src, path, &o);
+	if (gated)
+		ms__gate_leave(s->gate, token);
+	if (rc < 0)
 		return rc;
 	return add_source(s, src, path);
 }

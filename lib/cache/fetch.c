@@ -720,20 +720,28 @@ int ms_cache_fetch_verified(ms_cache *c, const char *source, const char *name, c
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
 	f.p.model = name;
 	report(&f, MS_FETCH_RESOLVING, NULL);
-	if ((rc = ms__fetch_list_source(&l, source, c->opts.cancel)) < 0)
-		return rc;
-	f.list = &l;
-	if (ms__fetch_source_remote(&l)) {
+	memset(&l, 0, sizeof(l));
+	/* A remote store is fetched under the node's admission, its listing included. */
+	if (ms__backend_of(source)->remote) {
 		ms__admission_options ao = {
 		    .max_connections = c->opts.node_connections > 0 ? c->opts.node_connections : 64,
 		    .max_bytes_per_second = c->opts.node_bytes_per_second,
 		    .max_window = (unsigned)c->opts.concurrency,
 		    .adaptive = !c->opts.fixed_concurrency,
 		};
+		unsigned token;
 
-		if ((rc = ms__gate_open(&f.gate, c->dir, &ao, c->opts.patience_seconds)) < 0)
+		if ((rc = ms__gate_open(&f.gate, c->dir, &ao, c->opts.patience_seconds)) < 0 ||
+		    (rc = ms__gate_enter(f.gate, &token)) < 0)
 			goto done;
+		rc = ms__fetch_list_source(&l, source, c->opts.cancel);
+		ms__gate_leave(f.gate, token);
+	} else {
+		rc = ms__fetch_list_source(&l, source, c->opts.cancel);
 	}
+	if (rc < 0)
+		goto done;
+	f.list = &l;
 	files = ms__calloc(l.count, sizeof(*files));
 	keys = ms__calloc(l.count, sizeof(*keys));
 	if (files == NULL || keys == NULL) {

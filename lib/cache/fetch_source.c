@@ -73,11 +73,6 @@ int ms__fetch_open_source(ms__source **out, const source_list *l, const source_f
 	return ms__listing_open(out, &l->listing, (size_t)(f - l->files), &o);
 }
 
-bool ms__fetch_source_remote(const source_list *l)
-{
-	return l->listing.backend->remote;
-}
-
 void ms__fetch_source_counters(const source_list *l, ms__backend_counters *out)
 {
 	memset(out, 0, sizeof(*out));

@@ -37,9 +37,6 @@ int ms__fetch_list_source(source_list *l, const char *source, const ms_cancel *c
 /** Opens file `f` of the listing for reading (object storage shares the list's client). */
 int ms__fetch_open_source(ms__source **out, const source_list *l, const source_file *f);
 
-/** True if reads of the source cross the network and share the node's admission budget. */
-bool ms__fetch_source_remote(const source_list *l);
-
 /** Retries, throttles and retries by reason of the listing's client so far (zeros for
  * back ends without one). */
 void ms__fetch_source_counters(const source_list *l, ms__backend_counters *out);

@@ -66,6 +66,18 @@ void ms__gate_tick(ms__gate *g)
 	pthread_mutex_unlock(&g->lock);
 }
 
+int ms__gate_enter(ms__gate *g, unsigned *token)
+{
+	if (atomic_load(&g->canceled))
+		return ms__error_set(MS_ECANCELED, "canceled");
+	return ms__admission_enter(g->adm, token);
+}
+
+void ms__gate_leave(ms__gate *g, unsigned token)
+{
+	ms__admission_leave(g->adm, token);
+}
+
 void ms__gate_stats(ms__gate *g, ms__admission_stats *out)
 {
 	ms__admission_stats_get(g->adm, out);

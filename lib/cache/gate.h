@@ -37,6 +37,16 @@ int ms__gate_open(ms__gate **out, const char *dir, const ms__admission_options *
  */
 int ms__gate_wrap(ms__source **out, ms__gate *g, ms__source *inner);
 
+/**
+ * Holds one of the gate's places for a request that is not a read of a wrapped source (a
+ * listing, the HEAD that opens an object), so that every request of the process to the
+ * store counts against the node's budget. Returns 0 with *token set, or MS_ECANCELED.
+ */
+int ms__gate_enter(ms__gate *g, unsigned *token);
+
+/** Gives back the place of ms__gate_enter(). */
+void ms__gate_leave(ms__gate *g, unsigned token);
+
 /** Feeds the controller between reads (every few hundred milliseconds). */
 void ms__gate_tick(ms__gate *g);
 

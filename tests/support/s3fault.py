@@ -49,7 +49,10 @@ Control endpoints (never faulted, never need auth, not counted in the stats)
 * ``GET /__control/stats``: JSON counters: ``requests`` (by method), ``requests_total``,
   ``responses`` (by status), ``bytes_served`` (body bytes written, by "bucket/key"),
   ``bytes_served_total``, ``faults`` (fired, by action), ``connections_total``,
-  ``connections_current``, ``connections_max`` (most at once), ``inflight_max``,
+  ``connections_current``, ``connections_max`` (most at once), ``inflight_max`` (most
+  requests at once; a request stops counting just before the last write of its answer,
+  so that a client that sends its next request after reading a whole answer is never
+  seen to overlap the two),
   ``rejected_connections``, ``auth`` ({"ok", "rejected"}), ``uptime_s``.
 * ``POST /__control/reset``: zeroes the stats, the request log and every rule's counters
   (``matched``, ``fired``, ``times``, random stream, throttle bucket).  The rules stay;
@@ -1044,6 +1047,8 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header(k, v)
             if status != 304:
                 self.send_header("Content-Length", str(length))
+            if fault is None and todo == 0:
+                self._end_inflight()  # the headers are the whole answer
             self.end_headers()
             if count:
                 srv.stats.response(status)
@@ -1055,7 +1060,7 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
             else:
                 n = fault.after_bytes
             n = max(0, min(n, todo - 1)) if todo > 0 else 0
-            self._write_body(body, 0, n, account)
+            self._write_body(body, 0, n, account, last=False)
             if fault.action == "reset":
                 self._abort("reset")
             elif fault.action == "truncate":
@@ -1069,7 +1074,15 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    def _write_body(self, body, off, count, account):
+    def _end_inflight(self):
+        """The request stops counting as in flight: once, just before the last write of
+        its response (so that a client, which cannot have the whole answer before that
+        write, never seems to overlap it with the request it sends next)."""
+        if getattr(self, "_inflight", False):
+            self._inflight = False
+            self.server.stats.end_request()
+
+    def _write_body(self, body, off, count, account, last=True):
         if count <= 0:
             return
         srv = self.server
@@ -1081,6 +1094,8 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
             if srv.bandwidth is None:
                 while pos < end:
                     n = min(8 * SEND_CHUNK, end - pos)
+                    if last and pos + n >= end:
+                        self._end_inflight()
                     sent = sock.sendfile(body.fobj, pos, n)
                     if sent <= 0:
                         raise ConnectionError("sendfile sent nothing")
@@ -1095,6 +1110,8 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
                 if not b:
                     raise ConnectionError("file shrank while it was served")
                 srv.bandwidth.consume(len(b), srv.stopping)
+                if last and pos + len(b) >= end:
+                    self._end_inflight()
                 sock.sendall(b)
                 pos += len(b)
                 if account:
@@ -1106,6 +1123,8 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
             piece = mv[i:i + step]
             if srv.bandwidth is not None:
                 srv.bandwidth.consume(len(piece), srv.stopping)
+            if last and i + step >= len(mv):
+                self._end_inflight()
             sock.sendall(piece)
             if account:
                 srv.stats.add_bytes(account, len(piece))
@@ -1257,6 +1276,7 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
             return
         srv = self.server
         srv.stats.begin_request(self.command)
+        self._inflight = True
         swaps_after = []
         bucket = key = None
         try:
@@ -1336,7 +1356,7 @@ class S3Handler(http.server.BaseHTTPRequestHandler):
                 return self._object(bucket, key)
             return self._bucket(bucket, query)
         finally:
-            srv.stats.end_request()
+            self._end_inflight()
             for r in swaps_after:
                 srv.swap_object(bucket, key, r)
 
