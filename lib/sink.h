@@ -75,11 +75,13 @@ int ms__sink_mapped_new(ms__sink **out, const ms__mapping *mappings);
 
 /**
  * A node-cache download (cache/sink_cache.c): chunk i of `chunk` bytes lands at map + i *
- * chunk, then byte state_offset + i of `state_fd` is set to 1. Plans come from
- * ms__plan_chunks(). Returns 0 or MS_ENOMEM.
+ * chunk, then byte state_offset + i of `state_fd` is set to 1. With `allocate_fd` >= 0 (the
+ * mapped file, on tmpfs) each chunk's pages are allocated first, so a full tmpfs fails
+ * with MS_ENOSPC naming cache `dir` instead of SIGBUS. Plans come from ms__plan_chunks().
+ * Returns 0 or MS_ENOMEM.
  */
 int ms__sink_cache_new(ms__sink **out, unsigned char *map, int state_fd, uint64_t chunk,
-                       uint64_t state_offset);
+                       uint64_t state_offset, int allocate_fd, const char *dir);
 
 static inline void ms__sink_free(ms__sink *k)
 {

@@ -489,6 +489,26 @@ echo "# the fetch after SIGTERM downloaded $again of $((8 << 20)) bytes"
   pass "the fetch after SIGTERM resumes: only the missing chunks move, and the file is intact" ||
   fail "the fetch after SIGTERM resumes" "rc=$rc again=$again $(cat "$tmp/term2.out")"
 
+# A tmpfs that fills up in the middle of a fetch (another writer takes the space after the
+# fetch checked it): each chunk's pages are had before they are written, so the fetch fails
+# with one line naming the cache (exit 8), not SIGBUS, and what it wrote stays resumable.
+if [ "$(id -u)" -eq 0 ] && mkdir -p "$tmp/filling" && mount -t tmpfs -o size=12M tmpfs "$tmp/filling"; then
+  mounts+=("$tmp/filling")
+  AWS_ENDPOINT_URL=$slow "$cli" fetch s3://slow/blob.bin --cache "$tmp/filling" --name filling \
+    --chunk-size 1M --concurrency 1 -q >"$tmp/filling.out" 2>&1 &
+  pid=$!
+  sleep 1.5
+  dd if=/dev/zero of="$tmp/filling/hog" bs=1M count=8 2>/dev/null
+  wait "$pid"; rc=$?
+  partial=$(find "$tmp/filling/blobs" -name '*.partial' | wc -l)
+  [ "$rc" -eq 8 ] && grep -q "no space left in the cache $tmp/filling" "$tmp/filling.out" &&
+    [ "$(wc -l <"$tmp/filling.out")" -eq 1 ] && [ ! -e "$tmp/filling/models/filling" ] && [ "$partial" -eq 1 ] &&
+    pass "a tmpfs that fills mid-fetch: exit 8, one line naming the cache, the partial kept, no model" ||
+    fail "a tmpfs that fills mid-fetch" "rc=$rc partial=$partial $(cat "$tmp/filling.out")"
+else
+  skip "a tmpfs that fills mid-fetch" "needs root to mount"
+fi
+
 if grep -qF -e "cache-test-secret-never-printed" "$tmp"/*.out "$tmp/out" "$tmp/err"; then fail "no secret in any output"
 else pass "no secret in any output"; fi
 

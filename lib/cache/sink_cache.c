@@ -5,6 +5,8 @@
  * already there (fetch.c plans only the others).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -17,6 +19,8 @@ typedef struct {
 	int state_fd;
 	uint64_t chunk;
 	uint64_t state_offset;
+	int allocate_fd; /* >= 0: allocate each chunk's pages before filling it (tmpfs) */
+	const char *dir; /* the cache, for messages */
 } cache_sink;
 
 static int cache_reserve(ms__sink *k, const ms__extent *x, unsigned char **out)
@@ -33,6 +37,21 @@ static int cache_fill(ms__sink *k, ms__source *src, size_t file, unsigned char *
 	int rc;
 
 	(void)file;
+	/* A write into a mapped tmpfs page that cannot be had is SIGBUS: have the pages first,
+	 * so that a full tmpfs is an error naming the cache, and the partial stays resumable. */
+	if (c->allocate_fd >= 0) {
+		int err = posix_fallocate(c->allocate_fd, (off_t)offset, (off_t)length);
+
+		if (err == ENOSPC || err == EDQUOT)
+			return ms__error_set(MS_ENOSPC,
+			                     "%s: no space left in the cache %s for %llu bytes at "
+			                     "offset %llu: %s",
+			                     src->location, c->dir, (unsigned long long)length,
+			                     (unsigned long long)offset, strerror(err));
+		if (err != 0 && err != EOPNOTSUPP && err != EINVAL)
+			return ms__error_errno(err, "%s: allocating %llu bytes in the cache %s",
+			                       src->location, (unsigned long long)length, c->dir);
+	}
 	if ((rc = ms__source_read(src, dst, offset, (size_t)length)) < 0)
 		return rc;
 	if (pwrite(c->state_fd, &one, 1, (off_t)(c->state_offset + offset / c->chunk)) != 1)
@@ -52,7 +71,7 @@ static const ms__sink_ops cache_ops = {
 };
 
 int ms__sink_cache_new(ms__sink **out, unsigned char *map, int state_fd, uint64_t chunk,
-                       uint64_t state_offset)
+                       uint64_t state_offset, int allocate_fd, const char *dir)
 {
 	cache_sink *c = ms__calloc(1, sizeof(*c));
 
@@ -64,6 +83,8 @@ int ms__sink_cache_new(ms__sink **out, unsigned char *map, int state_fd, uint64_
 	c->state_fd = state_fd;
 	c->chunk = chunk;
 	c->state_offset = state_offset;
+	c->allocate_fd = allocate_fd;
+	c->dir = dir;
 	*out = &c->base;
 	return 0;
 }
