@@ -124,12 +124,27 @@ $(B)/tests/s3/test_%: $(B)/tests/s3/test_%.o $(SUP_OBJ) $(B)/tests/support/testu
 $(B)/tests/cache/test_%: $(B)/tests/cache/test_%.o $(SUP_OBJ) $(B)/tests/support/testutil.o $(STATIC)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
 
+# A stand-in for libcuda.so.1, so that the driver paths of lib/sink_cuda.c run without a GPU.
+$(B)/tests/libfakecuda.so: tests/support/fake_cuda.c
+	@mkdir -p $(@D)
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $<
+$(B)/tests/test_sink_cuda: | $(B)/tests/libfakecuda.so
+
+# Where the CUDA toolkit is installed, the library's declarations of the driver entry points
+# are held against cuda.h (the build itself never needs the toolkit).
+CUDA_H ?= /usr/local/cuda/include/cuda.h
+cuda-check:
+	@if [ -f "$(CUDA_H)" ]; then \
+	  $(CC) $(CPPFLAGS) -DMS__CUDA_CHECK -I$(dir $(CUDA_H)) $(CFLAGS) -fsyntax-only lib/sink_cuda.c && \
+	  echo "cuda-check: lib/sink_cuda.c declares the driver entry points as $(CUDA_H) does"; \
+	else echo "cuda-check: no $(CUDA_H) here; skipped"; fi
+
 # ---------------------------------------------------------------------------------------
 # Tests
 
 # The README's test command: everything CI checks, after installing what is missing.
 test: deps
-	$(MAKE) --no-print-directory format-check style-check headercheck
+	$(MAKE) --no-print-directory format-check style-check headercheck cuda-check
 	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
 	  build*/chart-tests.log build*/image-tests.log build*/e2e.log

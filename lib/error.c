@@ -54,6 +54,8 @@ const char *ms_strerror(int code)
 		return "storage unavailable";
 	case MS_EBUSY:
 		return "in use";
+	case MS_ENODEVICE:
+		return "no such device";
 	case MS_ITER_END:
 		return "end of iteration";
 	default:

@@ -697,12 +697,12 @@ Test(streamer, add_unreadable_file_is_access_denied)
 
 Test(streamer, strerror_is_distinct_for_every_code)
 {
-	static const int codes[] = {MS_OK,        MS_ERROR,        MS_ENOMEM,       MS_EINVAL,
-	                            MS_ENOTFOUND, MS_EACCES,       MS_EIO,          MS_EFORMAT,
-	                            MS_ELIMIT,    MS_ECANCELED,    MS_EUNSUPPORTED, MS_ESTATE,
-	                            MS_ENOSPC,    MS_EUNAVAILABLE, MS_EBUSY,        MS_ITER_END};
+	static const int codes[] = {
+	    MS_OK,     MS_ERROR,        MS_ENOMEM, MS_EINVAL,    MS_ENOTFOUND,    MS_EACCES,
+	    MS_EIO,    MS_EFORMAT,      MS_ELIMIT, MS_ECANCELED, MS_EUNSUPPORTED, MS_ESTATE,
+	    MS_ENOSPC, MS_EUNAVAILABLE, MS_EBUSY,  MS_ENODEVICE, MS_ITER_END};
 	size_t n = sizeof(codes) / sizeof(codes[0]);
-	const char *unknown = ms_strerror(-15);
+	const char *unknown = ms_strerror(-16);
 
 	cr_assert_not_null(unknown);
 	cr_assert_str_eq(ms_strerror(12345), unknown);

@@ -87,8 +87,10 @@ typedef enum {
 	MS_ESTATE = -11,       /**< the call is not valid in the object's current state */
 	MS_ENOSPC = -12,       /**< no space left: a full disk, tmpfs or quota */
 	MS_EUNAVAILABLE =
-	    -13,           /**< the store could not be reached, or kept failing, after retries */
-	MS_EBUSY = -14,    /**< in use: a model that some process holds (ms_cache_hold_new()) */
+	    -13,        /**< the store could not be reached, or kept failing, after retries */
+	MS_EBUSY = -14, /**< in use: a model that some process holds (ms_cache_hold_new()) */
+	MS_ENODEVICE =
+	    -15,           /**< no such device, or no driver for it (no NVIDIA driver for cuda:N) */
 	MS_ITER_END = -31, /**< not an error: ms_streamer_next() has delivered every tensor */
 } ms_error_code;
 
