@@ -12,30 +12,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "alloc.h"
 #include "error.h"
 #include "location.h"
 
 /** Directories deeper than this are refused rather than walked. */
 #define DEPTH_MAX 64
-
-typedef struct {
-	char *name; /* relative to the listed directory; "sub/" for a sub-directory */
-	char *path;
-	uint64_t size;
-	char etag[96];
-	bool dir;
-} found;
-
-typedef struct {
-	found *items;
-	size_t count, capacity;
-	const char *root;
-} found_list;
 
 static void local_etag(char *out, size_t size, const struct stat *st)
 {
@@ -56,35 +40,29 @@ static const char *base_name(const char *path)
 	return slash;
 }
 
-static int add(found_list *fl, const char *name, const char *path, const struct stat *st, bool dir)
+/* Adds a file, or (for a listing that is not recursive) a sub-directory, to `l`. */
+static int add(ms__listing *l, const char *name, const char *path, const struct stat *st, bool dir,
+               const char *root)
 {
-	found *f;
+	char etag[96];
 
-	if (ms__grow((void **)&fl->items, &fl->capacity, fl->count + 1, sizeof(*fl->items)) < 0)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", fl->root);
-	f = &fl->items[fl->count++];
-	memset(f, 0, sizeof(*f));
-	f->dir = dir;
-	f->size = dir ? 0 : (uint64_t)st->st_size;
 	if (!dir)
-		local_etag(f->etag, sizeof(f->etag), st);
-	f->name = ms__strdup(name);
-	f->path = ms__strdup(path);
-	if (f->name == NULL || f->path == NULL)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", fl->root);
-	return 0;
+		local_etag(etag, sizeof(etag), st);
+	return ms__listing_add(l, name, path, dir ? NULL : etag, dir ? 0 : (uint64_t)st->st_size,
+	                       dir, root);
 }
 
-/* Walks directory `dir` (whose names start with `prefix` relative to the root). */
-static int walk(found_list *fl, const char *dir, const char *prefix, bool recursive, unsigned depth)
+/* Walks directory `dir` (whose names start with `prefix` relative to `root`). */
+static int walk(ms__listing *l, const char *root, const char *dir, const char *prefix,
+                bool recursive, unsigned depth)
 {
 	DIR *d;
 	struct dirent *e;
 	int rc = 0;
 
 	if (depth > DEPTH_MAX)
-		return ms__error_set(MS_ELIMIT, "%s: directories nested more than %d deep",
-		                     fl->root, DEPTH_MAX);
+		return ms__error_set(MS_ELIMIT, "%s: directories nested more than %d deep", root,
+		                     DEPTH_MAX);
 	if ((d = opendir(dir)) == NULL)
 		return errno == EACCES ? ms__error_set(MS_EACCES, "%s: cannot be read", dir)
 		                       : ms__error_errno(errno, "%s", dir);
@@ -109,27 +87,22 @@ static int walk(found_list *fl, const char *dir, const char *prefix, bool recurs
 			break;
 		}
 		if (S_ISREG(st.st_mode)) {
-			rc = add(fl, name, path, &st, false);
+			rc = add(l, name, path, &st, false, root);
 		} else if (S_ISDIR(st.st_mode)) {
 			size_t k = strlen(name);
 
 			name[k] = '/'; /* room was checked above */
 			name[k + 1] = '\0';
 			if (!recursive)
-				rc = add(fl, name, path, &st, true);
+				rc = add(l, name, path, &st, true, root);
 			else if (lstat(path, &lst) == 0 && !S_ISLNK(lst.st_mode))
-				rc = walk(fl, path, name, recursive, depth + 1);
+				rc = walk(l, root, path, name, recursive, depth + 1);
 		}
 	}
 	if (rc == 0 && errno != 0)
 		rc = ms__error_errno(errno, "%s", dir);
 	closedir(d);
 	return rc;
-}
-
-static int compare_found(const void *a, const void *b)
-{
-	return strcmp(((const found *)a)->name, ((const found *)b)->name);
 }
 
 static bool file_is_dir(const char *location)
@@ -142,7 +115,7 @@ static bool file_is_dir(const char *location)
 static int file_list(void **context, const char *location, bool recursive,
                      const ms__open_options *o, ms_list_fn fn, void *payload)
 {
-	found_list fl = {.root = location};
+	ms__listing l = {0};
 	struct stat st;
 	char root[PATH_MAX];
 	size_t n = strlen(location);
@@ -159,29 +132,25 @@ static int file_list(void **context, const char *location, bool recursive,
 			return ms__error_set(MS_ELIMIT, "%s: the path is too long", location);
 		memcpy(root, location, n);
 		root[n] = '\0';
-		rc = walk(&fl, root, "", recursive, 0);
+		rc = walk(&l, root, root, "", recursive, 0);
 	} else if (S_ISREG(st.st_mode)) {
-		rc = add(&fl, base_name(location), location, &st, false);
+		rc = add(&l, base_name(location), location, &st, false, location);
 	} else {
 		rc = ms__error_set(MS_EINVAL, "%s: neither a file nor a directory", location);
 	}
-	if (rc == 0 && fl.count > 1)
-		qsort(fl.items, fl.count, sizeof(*fl.items), compare_found);
-	for (size_t i = 0; rc == 0 && i < fl.count; i++) {
-		const found *f = &fl.items[i];
-		ms_object obj = {.location = f->path,
-		                 .name = f->name,
-		                 .size = f->size,
-		                 .etag = f->dir ? NULL : f->etag,
-		                 .is_prefix = f->dir};
+	if (rc == 0)
+		ms__listing_sort(&l);
+	for (size_t i = 0; rc == 0 && i < l.count; i++) {
+		const ms__entry *e = &l.entries[i];
+		ms_object obj = {.location = e->location,
+		                 .name = e->name,
+		                 .size = e->size,
+		                 .etag = e->is_prefix ? NULL : e->etag,
+		                 .is_prefix = e->is_prefix};
 
 		rc = fn(&obj, payload);
 	}
-	for (size_t i = 0; i < fl.count; i++) {
-		ms__free(fl.items[i].name);
-		ms__free(fl.items[i].path);
-	}
-	ms__free(fl.items);
+	ms__listing_free(&l);
 	return rc;
 }
 

@@ -31,32 +31,26 @@ bool ms__location_is_dir(const char *location)
 	return ms__backend_of(location)->is_dir(location);
 }
 
-typedef struct {
-	ms__listing *l;
-	bool (*keep)(const char *name);
-	size_t max;
-	const char *location;
-} collecting;
-
-static int on_object(const ms_object *o, void *payload)
+int ms__listing_add(ms__listing *l, const char *name, const char *location, const char *etag,
+                    uint64_t size, bool is_prefix, const char *what)
 {
-	collecting *c = payload;
-	ms__listing *l = c->l;
 	ms__entry *e;
-	size_t n = strlen(o->name);
 
-	/* Keys ending in '/' are "folders" made by consoles, not files. */
-	if (o->is_prefix || n == 0 || o->name[n - 1] == '/' || (c->keep && !c->keep(o->name)))
-		return 0;
-	if (l->count == c->max)
-		return ms__error_set(MS_ELIMIT, "%s: more than %zu files", c->location, c->max);
+	if (l->count == MS__LISTING_MAX)
+		return ms__error_set(MS_ELIMIT, "%s: more than %d files", what, MS__LISTING_MAX);
 	if (ms__grow((void **)&l->entries, &l->capacity, l->count + 1, sizeof(*l->entries)) < 0)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->location);
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", what);
 	e = &l->entries[l->count++];
-	*e = (ms__entry){ms__strdup(o->name), ms__strdup(o->location),
-	                 ms__strdup(o->etag != NULL ? o->etag : ""), o->size};
-	if (e->name == NULL || e->location == NULL || e->etag == NULL)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->location);
+	*e = (ms__entry){ms__strdup(name), ms__strdup(location),
+	                 ms__strdup(etag != NULL ? etag : ""), size, is_prefix};
+	if (e->name == NULL || e->location == NULL || e->etag == NULL) {
+		/* No half-made entry stays behind for a sort or a caller to meet. */
+		ms__free(e->name);
+		ms__free(e->location);
+		ms__free(e->etag);
+		l->count--;
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", what);
+	}
 	return 0;
 }
 
@@ -65,19 +59,42 @@ static int compare_entries(const void *a, const void *b)
 	return strcmp(((const ms__entry *)a)->name, ((const ms__entry *)b)->name);
 }
 
+void ms__listing_sort(ms__listing *l)
+{
+	if (l->count > 1)
+		qsort(l->entries, l->count, sizeof(*l->entries), compare_entries);
+}
+
+typedef struct {
+	ms__listing *l;
+	bool (*keep)(const char *name);
+	const char *location;
+} collecting;
+
+static int on_object(const ms_object *o, void *payload)
+{
+	collecting *c = payload;
+	size_t n = strlen(o->name);
+
+	/* Keys ending in '/' are "folders" made by consoles, not files. */
+	if (o->is_prefix || n == 0 || o->name[n - 1] == '/' || (c->keep && !c->keep(o->name)))
+		return 0;
+	return ms__listing_add(c->l, o->name, o->location, o->etag, o->size, false, c->location);
+}
+
 int ms__listing_collect(ms__listing *out, const char *location, bool recursive,
-                        bool (*keep)(const char *name), size_t max, const ms__open_options *o)
+                        bool (*keep)(const char *name), const ms__open_options *o)
 {
 	static const ms__open_options none = {0};
-	collecting c = {out, keep, max, location};
+	collecting c = {out, keep, location};
 	int rc;
 
 	memset(out, 0, sizeof(*out));
 	out->backend = ms__backend_of(location);
 	rc = out->backend->list(&out->context, location, recursive, o != NULL ? o : &none,
 	                        on_object, &c);
-	if (rc == 0 && out->count > 1)
-		qsort(out->entries, out->count, sizeof(*out->entries), compare_entries);
+	if (rc == 0)
+		ms__listing_sort(out);
 	if (rc != 0)
 		ms__listing_free(out);
 	return rc;

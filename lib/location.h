@@ -89,12 +89,16 @@ int ms__source_open(ms__source **out, const char *location, const ms__open_optio
 /** True if `location` is a directory or prefix. */
 bool ms__location_is_dir(const char *location);
 
-/** One object of a collected listing. */
+/** The most entries one listing holds (MS_ELIMIT beyond). */
+#define MS__LISTING_MAX 100000
+
+/** One object (or sub-prefix) of a collected listing. */
 typedef struct {
-	char *name;     /* relative to the listed location ("sub/file.bin") */
+	char *name;     /* relative to the listed location ("sub/file.bin", "sub/") */
 	char *location; /* the full path or URL */
 	char *etag;     /* "" when the back end has none */
 	uint64_t size;
+	bool is_prefix;
 } ms__entry;
 
 /** A listing collected in memory: the entries in name order, and the back end's context. */
@@ -109,12 +113,22 @@ typedef struct {
 /**
  * The one lister: lists `location` (recursively or not), keeping the objects (never the
  * sub-prefixes, nor "folder" keys ending in '/') for which `keep(name)` is true (`keep`
- * may be NULL for all), at most `max` of them (MS_ELIMIT beyond). A model directory is
- * this with a filter on *.safetensors. Returns 0 (an empty listing is not an error here),
- * or the errors of the back end's list. Free with ms__listing_free().
+ * may be NULL for all), in name order. A model directory is this with a filter on
+ * *.safetensors. Returns 0 (an empty listing is not an error here), MS_ELIMIT past
+ * MS__LISTING_MAX entries, or the errors of the back end's list. Free with
+ * ms__listing_free().
  */
 int ms__listing_collect(ms__listing *out, const char *location, bool recursive,
-                        bool (*keep)(const char *name), size_t max, const ms__open_options *o);
+                        bool (*keep)(const char *name), const ms__open_options *o);
+
+/**
+ * For back ends that gather before they report (a directory walk, a store that lists in
+ * any order): appends a copy of an entry to `l` (`etag` may be NULL; MS_ELIMIT past
+ * MS__LISTING_MAX, MS_ENOMEM, naming `what`), and sorts the entries by name.
+ */
+int ms__listing_add(ms__listing *l, const char *name, const char *location, const char *etag,
+                    uint64_t size, bool is_prefix, const char *what);
+void ms__listing_sort(ms__listing *l);
 
 /** Opens entry `i` of the listing (object storage shares the listing's client). */
 int ms__listing_open(ms__source **out, const ms__listing *l, size_t i, const ms__open_options *o);

@@ -7,8 +7,6 @@
 #include "model_dir.h"
 
 #define SUFFIX ".safetensors"
-/** The most weight files one directory may hold. */
-#define FILES_MAX 100000
 
 static bool is_weights(const char *name)
 {
@@ -19,7 +17,7 @@ static bool is_weights(const char *name)
 
 int ms__model_dir_open(ms__listing *out, const char *location, const ms__open_options *o)
 {
-	int rc = ms__listing_collect(out, location, false, is_weights, FILES_MAX, o);
+	int rc = ms__listing_collect(out, location, false, is_weights, o);
 
 	if (rc == 0 && out->count == 0) {
 		rc = ms__error_set(MS_ENOTFOUND, "%s: no *" SUFFIX " files in this %s", location,

@@ -266,43 +266,31 @@ static int custom_open_location(ms__source **out, const char *location, const ms
 }
 
 typedef struct {
-	ms__entry *items;
-	size_t count, capacity;
+	ms__listing l;
 	const char *prefix;
 } collected;
 
 static int collect(const ms_object *o, void *payload)
 {
 	collected *c = payload;
-	ms__entry *e;
-	char *location;
+	char *location = NULL;
+	int rc;
 
 	if (o == NULL || o->name == NULL || o->name[0] == '\0' || o->name[0] == '/')
 		return ms__error_set(MS_EFORMAT,
-		                     "%s: the back end listed an object without a "
-		                     "relative name",
+		                     "%s: the back end listed an object without a relative name",
 		                     c->prefix);
-	if (ms__grow((void **)&c->items, &c->capacity, c->count + 1, sizeof(*c->items)) < 0)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->prefix);
-	if (o->location != NULL) {
-		location = ms__strdup(o->location);
-	} else {
+	if (o->location == NULL) {
 		size_t n = strlen(c->prefix) + strlen(o->name) + 1;
 
-		if ((location = ms__malloc(n)) != NULL)
-			snprintf(location, n, "%s%s", c->prefix, o->name);
+		if ((location = ms__malloc(n)) == NULL)
+			return ms__error_set(MS_ENOMEM, "%s: out of memory", c->prefix);
+		snprintf(location, n, "%s%s", c->prefix, o->name);
 	}
-	e = &c->items[c->count++];
-	*e = (ms__entry){ms__strdup(o->name), location, ms__strdup(o->etag != NULL ? o->etag : ""),
-	                 o->size};
-	if (e->name == NULL || e->location == NULL || e->etag == NULL)
-		return ms__error_set(MS_ENOMEM, "%s: out of memory", c->prefix);
-	return 0;
-}
-
-static int compare_names(const void *a, const void *b)
-{
-	return strcmp(((const ms__entry *)a)->name, ((const ms__entry *)b)->name);
+	rc = ms__listing_add(&c->l, o->name, o->location != NULL ? o->location : location, o->etag,
+	                     o->size, false, c->prefix);
+	ms__free(location);
+	return rc;
 }
 
 /* Lists through the back end's list, sorted; without `recursive`, what lies in a
@@ -340,10 +328,10 @@ static int custom_list(void **context, const char *location, bool recursive,
 	rc = b.list(b.data, location, collect, &c);
 	if (rc != 0 && ms_error_last()->code == MS_OK)
 		rc = failed(location, "list", rc);
-	if (rc == 0 && c.count > 1)
-		qsort(c.items, c.count, sizeof(*c.items), compare_names);
-	for (size_t i = 0; rc == 0 && i < c.count; i++) {
-		const ms__entry *e = &c.items[i];
+	if (rc == 0)
+		ms__listing_sort(&c.l);
+	for (size_t i = 0; rc == 0 && i < c.l.count; i++) {
+		const ms__entry *e = &c.l.entries[i];
 		const char *slash = recursive ? NULL : strchr(e->name, '/');
 		ms_object obj = {.location = e->location,
 		                 .name = e->name,
@@ -362,12 +350,7 @@ static int custom_list(void **context, const char *location, bool recursive,
 		}
 		rc = fn(&obj, payload);
 	}
-	for (size_t i = 0; i < c.count; i++) {
-		ms__free(c.items[i].name);
-		ms__free(c.items[i].location);
-		ms__free(c.items[i].etag);
-	}
-	ms__free(c.items);
+	ms__listing_free(&c.l);
 	return rc;
 }
 

@@ -17,8 +17,6 @@
 #include "error.h"
 #include "location.h"
 
-/** The most files one push uploads. */
-#define FILES_MAX 100000
 /** The longest URL a push composes. */
 #define MS__LOCATION_MAX 4096
 
@@ -119,7 +117,7 @@ int ms_storage_push(const char *local, const char *url, const ms_push_options *o
 		                     "%s: a directory goes to a prefix; end the URL with '/' (%s/)",
 		                     local, url);
 	/* The files, by the one lister: a file is a listing of itself, named by its base. */
-	if ((rc = ms__listing_collect(&files, local, true, NULL, FILES_MAX, NULL)) < 0)
+	if ((rc = ms__listing_collect(&files, local, true, NULL, NULL)) < 0)
 		return rc;
 	if (files.count == 0)
 		rc = ms__error_set(MS_ENOTFOUND, "%s: no files to upload", local);

@@ -356,16 +356,16 @@ static int add_directory(ms_streamer *s, const char *path)
 {
 	ms__open_options o = {.direct_io = s->opts.direct_io};
 	size_t files_before = s->file_count, tensors_before = s->table_count;
+	bool gated = s->gate != NULL && ms__backend_of(path)->remote;
 	ms__listing dir;
-	unsigned token;
+	unsigned token = 0;
 	int rc;
 
 	/* The listing is a request to the store like any read: it takes a place too. */
-	if (s->gate != NULL && ms__backend_of(path)->remote &&
-	    (rc = ms__gate_enter(s->gate, &token)) < 0)
+	if (gated && (rc = ms__gate_enter(s->gate, &token)) < 0)
 		return rc;
 	rc = ms__model_dir_open(&dir, path, &o);
-	if (s->gate != NULL && ms__backend_of(path)->remote)
+	if (gated)
 		ms__gate_leave(s->gate, token);
 
 	for (size_t i = 0; rc == 0 && i < dir.count; i++) {

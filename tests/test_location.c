@@ -85,7 +85,7 @@ Test(location, recursive_listing_in_full_name_order)
 	const char *root = tree();
 	ms__listing l;
 
-	cr_assert_eq(ms__listing_collect(&l, root, true, NULL, 100, NULL), 0, "%s",
+	cr_assert_eq(ms__listing_collect(&l, root, true, NULL, NULL), 0, "%s",
 	             ms_error_last()->message);
 	/* '.' sorts before '/': "a.txt" comes before what is inside "a/", as S3 lists keys. */
 	cr_assert_eq(l.count, 4,
@@ -114,7 +114,7 @@ Test(location, a_directory_not_recursive_shows_sub_directories_as_prefixes)
 	ms__listing l;
 	int n = 0;
 
-	cr_assert_eq(ms__listing_collect(&l, root, false, NULL, 100, NULL), 0);
+	cr_assert_eq(ms__listing_collect(&l, root, false, NULL, NULL), 0);
 	cr_assert_eq(l.count, 2, "the collector keeps objects, not prefixes");
 	cr_assert_str_eq(l.entries[0].name, "a.txt");
 	cr_assert_str_eq(l.entries[1].name, "link.bin");
@@ -137,21 +137,25 @@ Test(location, filters_limits_and_errors)
 	char path[4096];
 	ms__listing l;
 
-	cr_assert_eq(ms__listing_collect(&l, root, true, only_bin, 100, NULL), 0);
+	cr_assert_eq(ms__listing_collect(&l, root, true, only_bin, NULL), 0);
 	cr_assert_eq(l.count, 3);
 	ms__listing_free(&l);
-	cr_assert_eq(ms__listing_collect(&l, root, true, NULL, 2, NULL), MS_ELIMIT);
-	cr_assert(strstr(ms_error_last()->message, "more than 2 files") != NULL, "%s",
-	          ms_error_last()->message);
+	/* The limit every lister shares. */
+	memset(&l, 0, sizeof(l));
+	for (int i = 0; i < MS__LISTING_MAX; i++)
+		cr_assert_eq(ms__listing_add(&l, "n", "loc", NULL, 1, false, "here"), 0);
+	cr_assert_eq(ms__listing_add(&l, "n", "loc", NULL, 1, false, "here"), MS_ELIMIT);
+	cr_assert_str_eq(ms_error_last()->message, "here: more than 100000 files");
+	ms__listing_free(&l);
 	/* A file is a listing of itself, under its base name. */
 	tu_path(path, sizeof(path), "root/a/b.bin");
-	cr_assert_eq(ms__listing_collect(&l, path, true, NULL, 100, NULL), 0);
+	cr_assert_eq(ms__listing_collect(&l, path, true, NULL, NULL), 0);
 	cr_assert_eq(l.count, 1);
 	cr_assert_str_eq(l.entries[0].name, "b.bin");
 	cr_assert_str_eq(l.entries[0].location, path);
 	ms__listing_free(&l);
 	tu_path(path, sizeof(path), "root/none");
-	cr_assert_eq(ms__listing_collect(&l, path, true, NULL, 100, NULL), MS_ENOTFOUND);
+	cr_assert_eq(ms__listing_collect(&l, path, true, NULL, NULL), MS_ENOTFOUND);
 	cr_assert(strstr(ms_error_last()->message, path) != NULL, "%s", ms_error_last()->message);
 	free((void *)root);
 }

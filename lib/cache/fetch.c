@@ -241,10 +241,11 @@ static int prepare(ms_cache *c, const source_file *sf, uint64_t chunk, download 
 			goto fail;
 		}
 		/* On a disk, reserving the blocks costs little and keeps the file in one piece.
-		 * On tmpfs it means zeroing every page before the first byte moves (a third of
-		 * the time of a fetch on loopback, measured): there the free space is checked
-		 * now and each chunk's pages are allocated by the worker that fills it
-		 * (sink_cache.c), in parallel with the network. */
+		 * On tmpfs it means zeroing every page, one thread, before the first byte
+		 * moves: there the free space is checked now and each chunk's pages are
+		 * allocated by the worker that fills it (sink_cache.c), in parallel with the
+		 * network (interleaved bench runs from nginx: best of runs 2.55-2.60 GB/s
+		 * against 2.35-2.37 with everything allocated first). */
 		if (want.size > 0 && c->medium != MS_CACHE_DISK)
 			err = room_for(fd, want.size);
 		else if (want.size > 0)

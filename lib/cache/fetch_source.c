@@ -10,9 +10,6 @@
 #include "error.h"
 #include "fetch_source.h"
 
-/** The most files one source may hold. */
-#define FILES_MAX 100000
-
 void ms__fetch_source_free(source_list *l)
 {
 	ms__free(l->files);
@@ -35,7 +32,7 @@ int ms__fetch_list_source(source_list *l, const char *source, const ms_cancel *c
 	int rc;
 
 	memset(l, 0, sizeof(*l));
-	if ((rc = ms__listing_collect(&l->listing, source, true, NULL, FILES_MAX, &o)) < 0)
+	if ((rc = ms__listing_collect(&l->listing, source, true, NULL, &o)) < 0)
 		return rc;
 	if (l->listing.count == 0) {
 		rc =

@@ -163,10 +163,12 @@ static int gated_read(ms__source *src, void *dst, uint64_t offset, size_t length
 		/* The store kept saying "slow down" (or could not be reached) through all of
 		 * one read's retries. The reader waits, with the window halved meanwhile, up
 		 * to the gate's patience, rather than fail the pod. */
-		if (unavailable_for(g, rc) >= g->patience || rc != MS_EUNAVAILABLE ||
-		    atomic_load(&g->canceled))
+		double waited = unavailable_for(g, rc);
+
+		if (rc != MS_EUNAVAILABLE || waited >= g->patience || atomic_load(&g->canceled))
 			return rc;
-		patience_sleep(g, patient, &seed, now_mono() + g->patience);
+		/* Never past the patience: the store has been unavailable for `waited`. */
+		patience_sleep(g, patient, &seed, now_mono() + (g->patience - waited));
 	}
 }
 

@@ -224,8 +224,10 @@ Test(resume, a_state_from_another_boot_is_trusted_only_on_tmpfs)
 	ms_cache_free(c);
 }
 
-/* A canceled fetch keeps its partial download, like a failed one. */
-Test(resume, a_canceled_fetch_keeps_what_it_fetched)
+/* A fired token stops a fetch before it reads anything. (That a fetch canceled half-way
+ * keeps what it fetched, and resumes from it, is shown by tests/cache_tests.sh with
+ * SIGTERM against a slow origin.) */
+Test(resume, a_fired_token_stops_the_fetch_before_any_read)
 {
 	ms_cache_options o = MS_CACHE_OPTIONS_INIT;
 	ms_cancel *cancel;
@@ -240,6 +242,7 @@ Test(resume, a_canceled_fetch_keeps_what_it_fetched)
 	cr_assert_eq(ms_cache_fetch(c, "res://m/", "m", NULL, NULL), MS_ECANCELED);
 	cr_assert(strstr(ms_error_last()->message, "canceled") != NULL, "%s",
 	          ms_error_last()->message);
+	cr_assert_eq(atomic_load(&the_store.reads), 0, "nothing was read after the token fired");
 	ms_cache_free(c);
 	ms_cancel_free(cancel);
 }
