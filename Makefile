@@ -125,10 +125,10 @@ $(B)/tests/cache/test_%: $(B)/tests/cache/test_%.o $(SUP_OBJ) $(B)/tests/support
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS) -lcriterion
 
 # A stand-in for libcuda.so.1, so that the driver paths of lib/sink_cuda.c run without a GPU.
-$(B)/tests/libfakecuda.so: tests/support/fake_cuda.c
+$(B)/tests/libfakecuda.so: tests/support/fake_cuda.c tests/support/fake_cuda.h
 	@mkdir -p $(@D)
-	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $<
-$(B)/tests/test_sink_cuda: | $(B)/tests/libfakecuda.so
+	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -pthread -o $@ $<
+$(B)/tests/test_sink_cuda $(B)/tests/test_device: | $(B)/tests/libfakecuda.so
 
 # Where the CUDA toolkit is installed, the library's declarations of the driver entry points
 # are held against cuda.h (the build itself never needs the toolkit).

@@ -436,7 +436,8 @@ class Fleet:
                 "".join(sorted(want.splitlines(True)))]
         check(len(same) == len(apps), f"every {model} pod read tensors bit-identical to the "
               f"source ({len(same)} of {len(apps)}, {len(want.splitlines())} tensors each)",
-              "; ".join(f"{p.name}: exit {p.exit_code}" for p in apps if p not in same))
+              "; ".join(f"{p.name}: exit {p.exit_code}: {p.logs('vllm').strip()[-300:]}"
+                        for p in apps if p not in same))
         gated = [p for p in apps if p.ready_at is not None and "vllm" in p.started and
                  p.started["vllm"] >= p.ready_at and
                  any(c == "modelstream" and s == 200 for _, c, s in p.probe_log)]

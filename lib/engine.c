@@ -256,7 +256,9 @@ done:
 	return rc;
 }
 
-int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
+/* next() and try_next(): with `wait` false, 1 instead of waiting (and instead of the
+ * MS_ELIMIT that waiting could not end: the caller is about to release what it holds). */
+static int next(ms__engine *e, bool wait, size_t *out_index, const void **out_data)
 {
 	const ms__plan *plan = e->plan;
 	const ms__extent *x;
@@ -287,6 +289,10 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 		st = &e->extents[plan->tensors[index].extent];
 		if (st->complete)
 			break;
+		if (!wait) {
+			rc = 1;
+			goto done;
+		}
 		if (!st->reserved && e->opts.sink->ops->fits != NULL &&
 		    !e->opts.sink->ops->fits(e->opts.sink, x)) {
 			ms_stats arena = {0};
@@ -321,6 +327,16 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 done:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
+{
+	return next(e, true, out_index, out_data);
+}
+
+int ms__engine_try_next(ms__engine *e, size_t *out_index, const void **out_data)
+{
+	return next(e, false, out_index, out_data);
 }
 
 int ms__engine_release(ms__engine *e, size_t index)

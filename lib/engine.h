@@ -61,6 +61,10 @@ uint64_t ms__engine_received(const ms__engine *e);
  */
 int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data);
 
+/** As ms__engine_next(), but returns 1 at once when the next tensor is not in memory yet
+ * (never MS_ELIMIT: the caller holds tensors it is about to release). */
+int ms__engine_try_next(ms__engine *e, size_t *out_index, const void **out_data);
+
 /** Releases delivered tensor `index`; returns 0 or MS_EINVAL (not delivered / twice). */
 int ms__engine_release(ms__engine *e, size_t index);
 

@@ -67,6 +67,9 @@ struct ms__sink {
  */
 int ms__sink_host_new(ms__sink **out, uint64_t size, int ring, uint64_t alignment, int pages);
 
+/** The host sink's memory, for pinning it (the device stage's staging ring). */
+void ms__sink_host_memory(const ms__sink *k, void **out_base, size_t *out_size);
+
 /**
  * Zero copy: extent bytes stay in `mappings[file]` (which must outlive the sink), and a
  * read faults its range in. Returns 0 or MS_ENOMEM.

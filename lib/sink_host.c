@@ -79,6 +79,14 @@ static const ms__sink_ops host_ops = {
     .free = host_free,
 };
 
+void ms__sink_host_memory(const ms__sink *k, void **out_base, size_t *out_size)
+{
+	const host_sink *h = (const host_sink *)k;
+
+	*out_base = h->arena.base;
+	*out_size = h->arena.size;
+}
+
 int ms__sink_host_new(ms__sink **out, uint64_t size, int ring, uint64_t alignment, int pages)
 {
 	host_sink *h = ms__calloc(1, sizeof(*h));

@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "cache/gate.h"
+#include "device.h"
 #include "engine.h"
 #include "error.h"
 #include "plan.h"
@@ -23,6 +24,7 @@
 #include "source.h"
 #include "location.h"
 #include "model_dir.h"
+#include "sink_cuda.h"
 
 #define DEFAULT_CONCURRENCY 16
 #define MAX_CONCURRENCY     256
@@ -33,6 +35,8 @@
  * bytes have in the file: tensors keep their file alignment in memory, and O_DIRECT
  * reads need no bounce buffer. */
 #define READ_ALIGNMENT 4096
+/* A device stream's staging ring when the caller sets no memory limit. */
+#define DEFAULT_STAGING (512u << 20)
 
 typedef struct {
 	ms__source *source;
@@ -46,6 +50,7 @@ struct ms_streamer {
 	ms__mapping *mappings; /* MAPPED: one per file */
 	ms__sink *sink;        /* where the engine's reads land; freed after the engine */
 	ms__gate *gate;        /* node admission for object storage, or NULL */
+	ms__device *device;    /* the device stage, or NULL for host delivery */
 	char **select;         /* copies of opts.select */
 	bool chunk_auto;       /* the caller set no chunk size: the sources may choose */
 
@@ -166,6 +171,15 @@ static int check_options(const ms_streamer_options *o)
 		return ms__error_set(MS_EINVAL,
 		                     "node_connections and node_bytes_per_second need node_dir, "
 		                     "the directory whose budget the node shares");
+	if (o->version >= 4 && o->device < MS_DEVICE_CPU)
+		return ms__error_set(MS_EINVAL,
+		                     "device %d is invalid (MS_DEVICE_CPU, or a CUDA device index)",
+		                     o->device);
+	if (o->version >= 4 && (o->device_alignment & (o->device_alignment - 1)) != 0)
+		return ms__error_set(MS_EINVAL, "device alignment %llu is not a power of two",
+		                     (unsigned long long)o->device_alignment);
+	if (o->version >= 4 && o->device_alloc != NULL && o->device == MS_DEVICE_CPU)
+		return ms__error_set(MS_EINVAL, "device_alloc needs a device (options.device)");
 	if (o->select_count > 0 && o->select == NULL)
 		return ms__error_set(MS_EINVAL, "select_count is %zu but select is NULL",
 		                     o->select_count);
@@ -198,7 +212,8 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 	 * fields its version has, and give the others their defaults. */
 	s->opts = defaults;
 	memcpy(&s->opts, opts,
-	       opts->version >= 3   ? sizeof(*opts)
+	       opts->version >= 4   ? sizeof(*opts)
+	       : opts->version == 3 ? offsetof(ms_streamer_options, device)
 	       : opts->version == 2 ? offsetof(ms_streamer_options, node_dir)
 	                            : offsetof(ms_streamer_options, deliver));
 	s->opts.version = MS_STREAMER_OPTIONS_VERSION;
@@ -214,6 +229,18 @@ int ms_streamer_new(ms_streamer **out, const ms_streamer_options *opts)
 		};
 
 		if ((rc = ms__gate_open(&s->gate, opts->node_dir, &ao, opts->patience_seconds)) < 0)
+			goto done;
+	}
+	if (s->opts.device != MS_DEVICE_CPU) {
+		ms__device_options dev = {
+		    .index = s->opts.device,
+		    .alignment = s->opts.device_alignment != 0 ? s->opts.device_alignment
+		                                               : MS_DEVICE_ALIGNMENT_DEFAULT,
+		    .alloc = s->opts.device_alloc,
+		    .alloc_payload = s->opts.device_alloc_payload,
+		};
+
+		if ((rc = ms__device_open(&s->device, &dev)) < 0)
 			goto done;
 	}
 	if (s->opts.concurrency == 0)
@@ -336,6 +363,7 @@ static int add_source(ms_streamer *s, ms__source *src, const char *path)
 		    .size = t->end - t->begin,
 		    .file_index = s->file_count,
 		    .file_offset = header->data_start + t->begin,
+		    .device = MS_DEVICE_CPU,
 		};
 	}
 	s->files[s->file_count] =
@@ -563,6 +591,27 @@ static int choose_delivery(ms_streamer *s)
 	return 0;
 }
 
+/* Mapped delivery to a device: the driver must pin the mappings, or the stream stages. */
+static int device_mapped(ms_streamer *s)
+{
+	const char **names = ms__calloc(s->file_count + 1, sizeof(*names));
+	int rc;
+
+	if (names == NULL)
+		return ms__error_set(MS_ENOMEM, "out of memory mapping %zu files", s->file_count);
+	for (size_t i = 0; i < s->file_count; i++)
+		names[i] = s->files[i].source->location;
+	rc = ms__device_try_mapped(s->device, s->mappings, names, s->file_count);
+	ms__free(names);
+	if (rc == 1) {
+		for (size_t i = 0; i < s->file_count; i++)
+			ms__mapping_close(&s->mappings[i]);
+		s->delivery = MS_DELIVER_COPY;
+		rc = 0;
+	}
+	return rc;
+}
+
 /* Selects tensors, plans the reads, sizes the arena and starts the engine. */
 static int start(ms_streamer *s)
 {
@@ -584,9 +633,14 @@ static int start(ms_streamer *s)
 
 	if ((rc = choose_delivery(s)) < 0)
 		goto done;
+	if (s->device != NULL && s->delivery == MS_DELIVER_MAPPED && (rc = device_mapped(s)) < 0)
+		goto done;
 	if (s->delivery == MS_DELIVER_MAPPED) {
 		/* The file's own pages: no arena, no ring, nothing for a limit to bound. */
 		ring = 0;
+	} else if (s->device != NULL) {
+		/* A staging ring: bytes stay in it only until their copy has landed. */
+		ring = 1;
 	}
 	selected = ms__calloc(s->table_count, 1);
 	if (selected == NULL && s->table_count > 0) {
@@ -621,6 +675,9 @@ static int start(ms_streamer *s)
 	if ((rc = ms__plan_build(&s->plan, s->table, s->table_count, selected, &plan_opts)) < 0)
 		goto done;
 	ring_size = (uint64_t)s->opts.memory_limit;
+	if (s->device != NULL && s->opts.memory_limit < 0)
+		ring_size =
+		    s->plan.spans_total < DEFAULT_STAGING ? s->plan.spans_total : DEFAULT_STAGING;
 	if (ring_size < s->plan.largest_span)
 		ring_size = s->plan.largest_span;
 	s->delivered = ms__calloc(s->plan.tensor_count, sizeof(*s->delivered));
@@ -635,9 +692,19 @@ static int start(ms_streamer *s)
 		                       READ_ALIGNMENT, s->opts.arena_pages);
 	if (rc < 0)
 		goto done;
+	if (s->device != NULL && s->delivery != MS_DELIVER_MAPPED) {
+		void *base;
+		size_t size;
+
+		ms__sink_host_memory(s->sink, &base, &size);
+		ms__device_pin_staging(s->device, base, size);
+	}
 	engine_opts.sink = s->sink;
 	rc = ms__engine_start(s->engine, &s->plan, s->sources, s->file_count, s->table,
 	                      &engine_opts);
+	if (rc == 0 && s->device != NULL)
+		rc = ms__device_start(s->device, s->engine, &s->plan, s->table,
+		                      s->delivery == MS_DELIVER_MAPPED);
 done:
 	ms__free(selected);
 	return rc;
@@ -669,6 +736,17 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 	}
 	if (s->start_code != 0)
 		return ms__error_set(s->start_code, "%s", s->start_message);
+	if (s->device != NULL) {
+		uint64_t ptr;
+
+		if ((rc = ms__device_next(s->device, &index, &ptr)) < 0)
+			return rc;
+		s->delivered[index] = s->table[s->plan.tensors[index].table_index];
+		s->delivered[index].device = ms__device_index(s->device);
+		s->delivered[index].device_ptr = ptr;
+		*out = &s->delivered[index];
+		return 0;
+	}
 	rc = ms__engine_next(s->engine, &index, &data);
 	if (rc < 0)
 		return rc;
@@ -690,6 +768,10 @@ int ms_tensor_release(ms_streamer *s, const ms_tensor *t)
 		return ms__error_set(MS_EINVAL,
 		                     "ms_tensor_release: the tensor was not delivered by this "
 		                     "streamer");
+	if (s->device != NULL) /* its staging went back when its copy landed */
+		return t->device == MS_DEVICE_CPU
+		           ? ms__error_set(MS_EINVAL, "ms_tensor_release: no such delivered tensor")
+		           : 0;
 	return ms__engine_release(s->engine, (size_t)(t - s->delivered));
 }
 
@@ -697,7 +779,13 @@ int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t)
 {
 	char printable[MS__PRINTABLE_MAX];
 
-	if (t == NULL || (t->data == NULL && t->size > 0))
+	bool on_device =
+	    t != NULL &&
+	    t->struct_size >= offsetof(ms_tensor, device_ptr) + sizeof(t->device_ptr) &&
+	    t->device != MS_DEVICE_CPU;
+
+	if (t == NULL || (!on_device && t->data == NULL && t->size > 0) ||
+	    (on_device && t->device_ptr == 0 && t->size > 0))
 		return ms__error_set(MS_EINVAL, "ms_tensor_copy: the tensor holds no data");
 	if (dst == NULL || dst_size < t->size)
 		return ms__error_set(MS_EINVAL,
@@ -705,6 +793,8 @@ int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t)
 		                     "holds %zu",
 		                     ms__printable(printable, sizeof(printable), t->name),
 		                     (unsigned long long)t->size, dst_size);
+	if (on_device && t->size > 0)
+		return ms__cuda_copy_back(dst, t->device, t->device_ptr, t->size);
 	if (t->size > 0)
 		memcpy(dst, t->data, (size_t)t->size);
 	return 0;
@@ -712,8 +802,10 @@ int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t)
 
 void ms_streamer_cancel(ms_streamer *s)
 {
-	if (s != NULL)
+	if (s != NULL) {
+		ms__device_cancel(s->device);
 		ms__engine_cancel(s->engine);
+	}
 }
 
 int ms_streamer_stats(ms_stats *out, const ms_streamer *s)
@@ -723,6 +815,9 @@ int ms_streamer_stats(ms_stats *out, const ms_streamer *s)
 	if (s == NULL)
 		return ms__error_set(MS_EINVAL, "ms_streamer_stats: the streamer is NULL");
 	ms__engine_stats(s->engine, &full);
+	full.device = MS_DEVICE_CPU;
+	if (s->device != NULL)
+		ms__device_stats(s->device, &full);
 	/* What the first next() resolved; the other fields are the engine's. */
 	if (atomic_load_explicit(&s->resolved, memory_order_acquire)) {
 		full.chunk_size = s->opts.chunk_size;
@@ -741,10 +836,20 @@ ms_deliver ms_streamer_delivery(const ms_streamer *s)
 	           : s->delivery;
 }
 
+const char *ms_streamer_fallback(const ms_streamer *s)
+{
+	return s == NULL || s->device == NULL ||
+	               !atomic_load_explicit(&s->resolved, memory_order_acquire)
+	           ? NULL
+	           : ms__device_fallback(s->device);
+}
+
 void ms_streamer_free(ms_streamer *s)
 {
 	if (s == NULL)
 		return;
+	/* The copies in flight read the engine's memory: they land before it goes. */
+	ms__device_free(s->device, s->engine);
 	if (s->gate != NULL)
 		ms__gate_cancel(s->gate); /* no read waits out its patience for a streamer gone */
 	ms__engine_free(s->engine);       /* joins the workers before their sources close */

@@ -221,7 +221,25 @@ typedef enum {
 /** The smallest arena that works: the size of the largest selected tensor. */
 #define MS_MEMORY_MINIMUM           0
 
-#define MS_STREAMER_OPTIONS_VERSION 3
+#define MS_STREAMER_OPTIONS_VERSION 4
+
+/** The host: tensors are delivered in host memory (the default). */
+#define MS_DEVICE_CPU (-1)
+
+/** The default alignment of each tensor in the library's device arena, in bytes. */
+#define MS_DEVICE_ALIGNMENT_DEFAULT 256
+
+/**
+ * Caller-provided device memory (ms_streamer_options.device_alloc): sets `*out_ptr` to a
+ * device address (a CUdeviceptr) on device `device` with room for `t->size` bytes, into
+ * which the library copies tensor `t`. Called once per selected tensor, in file order,
+ * from a thread of the library, before that tensor's copy is issued; the memory stays
+ * the caller's. Returns 0, or a negative MS_E* code, which stops the stream:
+ * ms_streamer_next() then fails with that code and a message naming the tensor. The
+ * address must be on `device` (the library checks, where the driver can tell).
+ */
+typedef struct ms_tensor ms_tensor;
+typedef int (*ms_device_alloc_fn)(uint64_t *out_ptr, const ms_tensor *t, int device, void *payload);
 
 /**
  * Options for ms_streamer_new(). Initialise with MS_STREAMER_OPTIONS_INIT or
@@ -278,14 +296,40 @@ typedef struct {
 	unsigned node_connections;
 	uint64_t node_bytes_per_second;
 	unsigned patience_seconds;
+
+	/**
+	 * Version 4: where tensors go. MS_DEVICE_CPU (the default): host memory, as above.
+	 * N >= 0: CUDA device N. Tensors are then delivered in device memory (ms_tensor's
+	 * `device` and `device_ptr`; `data` is NULL): the workers read into a pinned host
+	 * staging ring (or, with mapped delivery, the file's pages are registered with the
+	 * driver and the copy engine reads them directly), and copies to the device run on
+	 * several streams while the next reads are in flight. memory_limit then bounds the
+	 * staging ring (MS_MEMORY_UNLIMITED: 512 MiB, or less when the selected tensors are
+	 * smaller), not what the device holds. Needs the NVIDIA driver (libcuda.so.1, loaded
+	 * at run time): without it, or without device N, ms_streamer_new() fails with
+	 * MS_ENODEVICE ("cuda:0: no NVIDIA driver: libcuda.so.1 not found").
+	 */
+	int device;
+
+	/** Version 4: each tensor's offset in the library's device arena is a multiple of
+	 * this power of two; 0 means MS_DEVICE_ALIGNMENT_DEFAULT. */
+	uint64_t device_alignment;
+
+	/**
+	 * Version 4: NULL (the default): the library allocates one device arena that holds
+	 * every selected tensor, each at an aligned offset; it stays valid until
+	 * ms_streamer_free(). Otherwise the caller's memory: see ms_device_alloc_fn.
+	 */
+	ms_device_alloc_fn device_alloc;
+	void *device_alloc_payload;
 } ms_streamer_options;
 
-#define MS_STREAMER_OPTIONS_INIT                                                   \
-	{                                                                          \
-		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,          \
-		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,              \
-		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0, \
-		.deliver = MS_DELIVER_COPY, .node_dir = NULL                       \
+#define MS_STREAMER_OPTIONS_INIT                                                      \
+	{                                                                             \
+		.version = MS_STREAMER_OPTIONS_VERSION, .concurrency = 0,             \
+		.memory_limit = MS_MEMORY_UNLIMITED, .chunk_size = 0,                 \
+		.direct_io = MS_DIRECT_IO_AUTO, .select = NULL, .select_count = 0,    \
+		.deliver = MS_DELIVER_COPY, .node_dir = NULL, .device = MS_DEVICE_CPU \
 	}
 
 /** Fills `opts` with the defaults, exactly as MS_STREAMER_OPTIONS_INIT does. */
@@ -315,7 +359,7 @@ MS_EXTERN int ms_streamer_options_from_env(ms_streamer_options *opts);
  * A tensor. Returned by ms_streamer_next() (with `data` set) and ms_streamer_tensor_at()
  * (with `data` NULL). All pointers belong to the streamer.
  */
-typedef struct {
+struct ms_tensor {
 	unsigned struct_size; /**< sizeof(ms_tensor) as the filler knew it; see the conventions */
 	const char *name;     /**< UTF-8, NUL-terminated */
 	ms_dtype dtype;
@@ -325,7 +369,10 @@ typedef struct {
 	uint64_t size;        /**< bytes */
 	size_t file_index;    /**< which added file it comes from, in the order added */
 	uint64_t file_offset; /**< where its bytes start in that file */
-} ms_tensor;
+	/* Since 0.3. Where the bytes are: MS_DEVICE_CPU (at `data`), or a CUDA device. */
+	int device;
+	uint64_t device_ptr; /**< on a device: the bytes' device address (a CUdeviceptr) */
+};
 
 #define MS_TENSOR_INIT                           \
 	{                                        \
@@ -432,6 +479,13 @@ MS_EXTERN int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t
  *    so many tensors that the next one cannot fit, this call fails with MS_ELIMIT instead
  *    of waiting forever. Releasing in any order is allowed.
  *
+ * On a device (options.device >= 0) the tensor is returned once its copy has completed:
+ * the bytes are at `device_ptr` on `device`, visible to every stream, and `data` is NULL.
+ * The staging memory they came through is recycled as soon as the copy completes, so
+ * holding device tensors never blocks the stream; ms_tensor_release() is accepted and
+ * frees nothing (the library's device arena lives until ms_streamer_free(); memory from
+ * device_alloc is the caller's throughout).
+ *
  * @param out  receives a pointer to the tensor, owned by the streamer.
  * @return 0 with a tensor; MS_ITER_END when every selected tensor has been delivered
  *         (and on every later call); MS_EIO (a read failed, or a file shrank since it
@@ -452,9 +506,11 @@ MS_EXTERN int ms_streamer_next(const ms_tensor **out, ms_streamer *s);
 MS_EXTERN int ms_tensor_release(ms_streamer *s, const ms_tensor *t);
 
 /**
- * Copies a delivered tensor's bytes into memory the caller owns, so they outlive the
- * tensor. Does not release the tensor.
- * @return 0, MS_EINVAL if `t` has no data or dst_size < t->size (nothing is copied).
+ * Copies a delivered tensor's bytes into host memory the caller owns, so they outlive the
+ * tensor. Does not release the tensor. A tensor on a device is copied back from it
+ * (synchronously).
+ * @return 0, MS_EINVAL if `t` has no data or dst_size < t->size (nothing is copied),
+ *         MS_EIO if the device copy fails (the driver's words in the message).
  */
 MS_EXTERN int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t);
 
@@ -465,6 +521,18 @@ MS_EXTERN int ms_tensor_copy(void *dst, size_t dst_size, const ms_tensor *t);
  * streamer must still be freed by its owner.
  */
 MS_EXTERN void ms_streamer_cancel(ms_streamer *s);
+
+/** How bytes reach a device; see ms_stats.device_copy. */
+typedef enum {
+	MS_DEVICE_COPY_NONE = 0,   /**< host delivery: no device */
+	MS_DEVICE_COPY_STAGED = 1, /**< read into a pinned staging ring, then copied */
+	/** Zero copy on the host: the file's mapped pages (page cache, tmpfs node cache)
+	 * are registered with the driver and the copy engine reads them directly. */
+	MS_DEVICE_COPY_MAPPED = 2,
+	/** The driver refused to pin the staging ring: copies go from pageable memory, at
+	 * a fraction of the speed (ms_streamer_fallback() says why). */
+	MS_DEVICE_COPY_PAGEABLE = 3,
+} ms_device_copy;
 
 /** Counters of one streamer; see ms_streamer_stats(). Times are nanoseconds. */
 typedef struct {
@@ -484,6 +552,13 @@ typedef struct {
 	uint64_t chunk_size;  /**< bytes per read */
 	unsigned concurrency; /**< reader threads */
 	ms_deliver delivery;  /**< MS_DELIVER_COPY or MS_DELIVER_MAPPED */
+	/* Since 0.3: the device path. */
+	int device;                 /**< MS_DEVICE_CPU, or the CUDA device */
+	ms_device_copy device_copy; /**< how bytes reach it (decided by the first next()) */
+	unsigned copy_streams;      /**< streams the copies run on */
+	uint64_t device_bytes;      /**< device memory the library allocated (its arena) */
+	uint64_t bytes_to_device;   /**< bytes whose copy to the device has completed */
+	uint64_t pageable_copies;   /**< copies from memory the driver did not pin */
 } ms_stats;
 
 #define MS_STATS_INIT                           \
@@ -505,6 +580,14 @@ MS_EXTERN int ms_streamer_stats(ms_stats *out, const ms_streamer *s);
  * Same thread rules as ms_streamer_stats().
  */
 MS_EXTERN ms_deliver ms_streamer_delivery(const ms_streamer *s);
+
+/**
+ * Why the device path is slower than it could be, as one line, or NULL when it is not:
+ * "cuda:0: the driver refused to register the mapping of /cache/m.safetensors (operation
+ * not supported); staging through a pinned ring instead". Valid until ms_streamer_free();
+ * decided by the first ms_streamer_next(). Same thread rules as ms_streamer_stats().
+ */
+MS_EXTERN const char *ms_streamer_fallback(const ms_streamer *s);
 
 /**
  * Stops the workers, releases every file and the arena, and frees the streamer. Any
