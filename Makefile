@@ -221,7 +221,7 @@ moto-tests: $(CLI) $(MKMODEL)
 sigv4-vectors:
 	tests/check_sigv4_vectors.sh
 
-cli-tests: $(CLI) $(MKMODEL)
+cli-tests: $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
 	tests/cli.sh $(B) | tee $(B)/cli-tests.log
 
 check-sanitizers:

@@ -245,7 +245,7 @@ static void load(void)
 	}
 }
 
-int ms__device_parse(int *out, const char *text)
+int ms_device_parse(int *out, const char *text)
 {
 	char *end = NULL;
 	long n;

@@ -21,12 +21,6 @@
 #include <stdint.h>
 
 /**
- * Parses a device name: "cpu" sets *out to -1; "cuda" and "cuda:N" set it to N (0 for
- * "cuda"). Returns 0 or MS_EINVAL naming the text.
- */
-int ms__device_parse(int *out, const char *text);
-
-/**
  * Checks that CUDA device `index` can be used: the driver loads and initialises and the
  * device exists. Returns 0, or MS_ENODEVICE with one line: "cuda:0: no NVIDIA driver:
  * libcuda.so.1 not found", "cuda:3: no such device, 1 present", or the driver's own words.

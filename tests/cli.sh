@@ -375,6 +375,42 @@ if [ $rc -eq 2 ] && one_line_error && grep -q "expected copy, mapped or auto" "$
   pass "stream --deliver sideways: exit 2, one line"
 else fail "stream --deliver sideways: exit 2, one line" "exit $rc"; fi
 
+# GPUs, through the stand-in driver (build/tests/libfakecuda.so, built by make test-unit):
+# the same checksums as the host path, from the staging ring and from registered pages;
+# the fallback said under --verbose; exit 9 with one line without a driver or a device.
+MODELSTREAM_CUDA_DRIVER=/nonexistent/libcuda.so.1 check_error \
+  "stream --device cuda:0 without a driver: exit 9, one line" 9 \
+  "cuda:0: no NVIDIA driver: /nonexistent/libcuda.so.1 not found" \
+  stream --device cuda:0 "$small"
+check_error "stream --device gpu: exit 2, one line" 2 "expected cpu, cuda or cuda:N" \
+  stream --device gpu "$small"
+fake=$(cd "$build" && pwd)/tests/libfakecuda.so
+if [ -f "$fake" ]; then
+  MODELSTREAM_CUDA_DRIVER=$fake check_error "stream --device cuda:3 with one GPU: exit 9, one line" \
+    9 "cuda:3: no such device, 1 present" stream --device cuda:3 "$small"
+  run_env() { MODELSTREAM_CUDA_DRIVER="$fake" FAKE_CUDA_COPY_DELAY_US=200 "$cli" "$@" >"$out" 2>"$err"; rc=$?; }
+  for flags in "" "--memory-limit 1M" "--deliver mapped"; do
+    # shellcheck disable=SC2086 # split on purpose
+    run_env stream --checksum --quiet --device cuda:0 $flags "$small"
+    if [ $rc -eq 0 ] && cmp -s "$out" "$tmp/copy.sums"; then
+      pass "stream --device cuda:0 ${flags:-(staged)} --checksum: the host path's checksums, copied back"
+    else fail "stream --device cuda:0 ${flags:-(staged)} --checksum: the host path's checksums" "exit $rc"; fi
+  done
+  run_env stream --json --device cuda:0 --deliver mapped "$small"
+  if [ $rc -eq 0 ] && grep -q '"device":"cuda:0","device_copy":"mapped"' "$out"; then
+    pass "stream --device cuda:0 --deliver mapped --json: the copy engine read the registered pages"
+  else fail "stream --device cuda:0 --deliver mapped --json: device_copy mapped" "$(cat "$out")"; fi
+  MODELSTREAM_CUDA_DRIVER="$fake" FAKE_CUDA_REFUSE_READ_ONLY=801 "$cli" stream --verbose \
+    --device cuda:0 --deliver mapped "$small" >"$out" 2>"$err"
+  rc=$?
+  if [ $rc -eq 0 ] && grep -q "^modelstream: cuda:0 (Fake GPU 0): the driver refused to register the mapping of .* (operation not supported); staging through a pinned ring instead$" "$err" &&
+    grep -q "to cuda:0 through a pinned .* staging ring" "$err"; then
+    pass "stream --verbose says why a refused mapping is staged instead"
+  else fail "stream --verbose says why a refused mapping is staged instead" "exit $rc"; fi
+else
+  skip "stream --device with the stand-in driver" "$fake is not built (make test-unit builds it)"
+fi
+
 # The same bytes whatever the settings.
 same=yes
 for flags in "--memory-limit 0 --concurrency 1" "--memory-limit 3M --chunk-size 64K" \

@@ -39,17 +39,17 @@ Test(cuda, device_names)
 {
 	int d = 99;
 
-	cr_assert_eq(ms__device_parse(&d, "cpu"), 0);
+	cr_assert_eq(ms_device_parse(&d, "cpu"), 0);
 	cr_assert_eq(d, -1);
-	cr_assert_eq(ms__device_parse(&d, "cuda"), 0);
+	cr_assert_eq(ms_device_parse(&d, "cuda"), 0);
 	cr_assert_eq(d, 0);
-	cr_assert_eq(ms__device_parse(&d, "cuda:3"), 0);
+	cr_assert_eq(ms_device_parse(&d, "cuda:3"), 0);
 	cr_assert_eq(d, 3);
 	for (size_t i = 0; i < 6; i++) {
 		static const char *const bad[] = {"gpu",     "cuda:",  "cuda:-1",
 		                                  "cuda:1x", "CUDA:0", "cuda:99999"};
 
-		cr_assert_eq(ms__device_parse(&d, bad[i]), MS_EINVAL, "%s", bad[i]);
+		cr_assert_eq(ms_device_parse(&d, bad[i]), MS_EINVAL, "%s", bad[i]);
 		cr_assert(strstr(ms_error_last()->message, "is not a device (cpu, cuda or cuda:N)"),
 		          "%s", ms_error_last()->message);
 	}

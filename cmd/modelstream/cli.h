@@ -21,6 +21,7 @@ enum {
 	EXIT_LIMIT = 6,         /* too little memory: the limit, or the machine's */
 	EXIT_UNAVAILABLE = 7,   /* the store could not be reached, or kept failing, after retries */
 	EXIT_NO_SPACE = 8,      /* no space left in the cache (disk, tmpfs, quota or budget) */
+	EXIT_NO_DEVICE = 9,     /* no NVIDIA driver, or no such GPU */
 	EXIT_CANCELED = 130,    /* interrupted (SIGINT/SIGTERM) */
 };
 

@@ -23,8 +23,8 @@
 static const char stream_usage[] =
     "Usage: modelstream stream PATH... [OPTIONS]\n"
     "\n"
-    "Streams the tensors of the safetensors files PATH... into host memory, in file\n"
-    "order, and reports throughput and time to first tensor on stderr. A PATH may be a\n"
+    "Streams the tensors of the safetensors files PATH... into host memory or a GPU, in\n"
+    "file order, and reports throughput and time to first tensor on stderr. A PATH may be a\n"
     "local file, an s3:// or gs:// object, or a model directory (a local directory or a\n"
     "prefix ending in '/'), whose *.safetensors files are streamed in name order.\n"
     "\n"
@@ -48,11 +48,18 @@ static const char stream_usage[] =
     "      --node-rate B       bytes per second for the whole node (250M; needs --cache)\n"
     "      --patience S        with --cache: seconds to wait out a store that keeps\n"
     "                          answering SlowDown before failing (default 600)\n"
-    "      --checksum          print '<sha256>  <name>' for every tensor on stdout\n"
+    "      --device DEV        cpu (default: host memory), or cuda:N: each tensor is\n"
+    "                          copied into GPU N's memory through a pinned staging ring\n"
+    "                          (the memory limit bounds it; default 512M), or straight\n"
+    "                          from the files' pages with --deliver mapped/auto; needs\n"
+    "                          the NVIDIA driver (libcuda.so.1)\n"
+    "      --checksum          print '<sha256>  <name>' for every tensor on stdout (from a\n"
+    "                          GPU: of the bytes copied back from it)\n"
     "      --json              print a JSON summary on stdout instead of the text one\n"
     "  -q, --quiet             no summary\n"
     "  -v, --verbose           first say how each PATH is reached: endpoint, region,\n"
-    "                          addressing and credential source, and why (no secrets)\n"
+    "                          addressing and credential source, and why (no secrets);\n"
+    "                          with --device, why a copy path is slower than it could be\n"
     "  -h, --help              show this help\n"
     "\n"
     "Environment (flags win): RUNAI_STREAMER_CONCURRENCY, RUNAI_STREAMER_MEMORY_LIMIT,\n"
@@ -105,20 +112,37 @@ static uint64_t page_faults(void)
 	return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)(ru.ru_minflt + ru.ru_majflt) : 0;
 }
 
+static const char *device_copy_name(ms_device_copy how)
+{
+	switch (how) {
+	case MS_DEVICE_COPY_STAGED:
+		return "staged";
+	case MS_DEVICE_COPY_MAPPED:
+		return "mapped";
+	case MS_DEVICE_COPY_PAGEABLE:
+		return "pageable";
+	default:
+		return "none";
+	}
+}
+
 static void print_summary(const ms_stats *st, const ms_streamer_options *o, size_t files,
                           uint64_t faults, int json, int mapped)
 {
 	double seconds = (double)st->elapsed_ns / 1e9;
 	double gbps = seconds > 0 ? (double)st->bytes_delivered / 1e9 / seconds : 0;
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], device[32] = "cpu", where[160];
 
+	if (st->device != MS_DEVICE_CPU)
+		snprintf(device, sizeof(device), "cuda:%d", st->device);
 	if (json) {
 		printf("{\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.3f,\"ttft_seconds\":%.6f,"
 		       "\"tensors\":%llu,\"files\":%zu,\"read_requests\":%llu,"
 		       "\"bytes_read\":%llu,\"arena_bytes\":%llu,\"arena_huge_pages\":%d,"
 		       "\"arena_pages\":\"%s\",\"page_faults\":%llu,"
 		       "\"concurrency\":%u,\"memory_limit\":%lld,\"chunk_size\":%zu,"
-		       "\"delivery\":\"%s\",\"peak_rss_bytes\":%llu}\n",
+		       "\"delivery\":\"%s\",\"device\":\"%s\",\"device_copy\":\"%s\","
+		       "\"bytes_to_device\":%llu,\"peak_rss_bytes\":%llu}\n",
 		       (unsigned long long)st->bytes_delivered, seconds, gbps,
 		       (double)st->time_to_first_tensor_ns / 1e9,
 		       (unsigned long long)st->tensors_delivered, files,
@@ -126,22 +150,36 @@ static void print_summary(const ms_stats *st, const ms_streamer_options *o, size
 		       (unsigned long long)st->arena_bytes, st->arena_huge_pages,
 		       page_kind(st->arena_huge_pages), (unsigned long long)faults, o->concurrency,
 		       (long long)o->memory_limit, o->chunk_size, mapped ? "mapped" : "copy",
+		       device, device_copy_name(st->device_copy),
+		       (unsigned long long)st->bytes_to_device,
 		       (unsigned long long)peak_rss_bytes());
 		return;
 	}
-	if (mapped)
-		snprintf(b, sizeof(b), "none (mapped");
+	cli_format_bytes(b, sizeof(b), st->arena_bytes);
+	if (st->device_copy == MS_DEVICE_COPY_MAPPED)
+		snprintf(where, sizeof(where),
+		         "to %s straight from the files' pages (registered with the driver), %u "
+		         "copy streams",
+		         device, st->copy_streams);
+	else if (st->device != MS_DEVICE_CPU)
+		snprintf(where, sizeof(where),
+		         "to %s through a %s %s staging ring on %s, %u copy streams", device,
+		         st->device_copy == MS_DEVICE_COPY_STAGED ? "pinned" : "pageable", b,
+		         page_kind(st->arena_huge_pages), st->copy_streams);
+	else if (mapped)
+		snprintf(where, sizeof(where),
+		         "arena none (mapped: zero copy from the files' pages)");
 	else
-		cli_format_bytes(b, sizeof(b), st->arena_bytes);
+		snprintf(where, sizeof(where), "arena %s on %s", b,
+		         page_kind(st->arena_huge_pages));
 	fprintf(stderr,
 	        "streamed %llu tensors, %s from %zu file%s in %.3f s: %.2f GB/s; first tensor "
-	        "after %.1f ms; %llu reads; arena %s%s%s; %llu page faults; peak RSS %s\n",
+	        "after %.1f ms; %llu reads; %s; %llu page faults; peak RSS %s\n",
 	        (unsigned long long)st->tensors_delivered,
 	        cli_format_bytes(a, sizeof(a), st->bytes_delivered), files, files == 1 ? "" : "s",
 	        seconds, gbps, (double)st->time_to_first_tensor_ns / 1e6,
-	        (unsigned long long)st->read_requests, b, mapped ? "" : " on ",
-	        mapped ? ": zero copy from the files' pages)" : page_kind(st->arena_huge_pages),
-	        (unsigned long long)faults, cli_format_bytes(c, sizeof(c), peak_rss_bytes()));
+	        (unsigned long long)st->read_requests, where, (unsigned long long)faults,
+	        cli_format_bytes(c, sizeof(c), peak_rss_bytes()));
 }
 
 static int needs_escape(const char *name)
@@ -152,14 +190,14 @@ static int needs_escape(const char *name)
 	return 0;
 }
 
-static int print_checksum(EVP_MD_CTX *md, const ms_tensor *t)
+static int print_checksum(EVP_MD_CTX *md, const ms_tensor *t, const void *data)
 {
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 	char hex[2 * EVP_MAX_MD_SIZE + 1];
 
 	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(md, t->data, (size_t)t->size) != 1 ||
+	    EVP_DigestUpdate(md, data, (size_t)t->size) != 1 ||
 	    EVP_DigestFinal_ex(md, digest, &len) != 1) {
 		fprintf(stderr, "modelstream: %s: SHA-256 failed\n", t->name);
 		return -1;
@@ -200,6 +238,8 @@ typedef struct {
 	int json;
 	int quiet;
 	int verbose;
+	unsigned char *back; /* --checksum of device tensors: the bytes copied back */
+	size_t back_size;
 } stream_args;
 
 static int parse_args(stream_args *a, int argc, char **argv)
@@ -216,6 +256,7 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	    {"node-connections", required_argument, NULL, 'N'},
 	    {"node-rate", required_argument, NULL, 'R'},
 	    {"patience", required_argument, NULL, 'P'},
+	    {"device", required_argument, NULL, 'G'},
 	    {"checksum", no_argument, NULL, 'x'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -310,6 +351,11 @@ static int parse_args(stream_args *a, int argc, char **argv)
 				return cli_usage_error(
 				    "--patience must be 1-86400 seconds, not '%s'", optarg);
 			break;
+		case 'G':
+			if (ms_device_parse(&a->opts.device, optarg) < 0)
+				return cli_usage_error("--device %s: expected cpu, cuda or cuda:N",
+				                       optarg);
+			break;
 		case 'x':
 			a->checksum = 1;
 			break;
@@ -344,6 +390,29 @@ static int parse_args(stream_args *a, int argc, char **argv)
 	a->opts.select = a->select;
 	a->opts.select_count = a->select_count;
 	return 0;
+}
+
+/* --checksum of one tensor; a device tensor's bytes are copied back first. */
+static int checksum_tensor(stream_args *a, EVP_MD_CTX *md, const ms_tensor *t)
+{
+	if (t->device == MS_DEVICE_CPU)
+		return print_checksum(md, t, t->data);
+	if (t->size > a->back_size) {
+		unsigned char *grown = realloc(a->back, (size_t)t->size);
+
+		if (grown == NULL) {
+			fprintf(stderr, "modelstream: %s: out of memory copying %llu bytes back\n",
+			        t->name, (unsigned long long)t->size);
+			return -1;
+		}
+		a->back = grown;
+		a->back_size = (size_t)t->size;
+	}
+	if (ms_tensor_copy(a->back, a->back_size, t) < 0) {
+		fprintf(stderr, "modelstream: %s\n", ms_error_last()->message);
+		return -1;
+	}
+	return print_checksum(md, t, a->back);
 }
 
 int cmd_stream(int argc, char **argv)
@@ -397,7 +466,7 @@ int cmd_stream(int argc, char **argv)
 
 	faults = page_faults();
 	while ((rc = ms_streamer_next(&t, watch.streamer)) == 0) {
-		if (a.checksum && print_checksum(md, t) != 0) {
+		if (a.checksum && checksum_tensor(&a, md, t) != 0) {
 			rc = EXIT_FAILURE_OTHER;
 			goto done;
 		}
@@ -423,6 +492,8 @@ int cmd_stream(int argc, char **argv)
 	a.opts.chunk_size = (size_t)st.chunk_size;
 	/* The checksums (stdout) come before the summary (stderr) when both share a pipe. */
 	fflush(stdout);
+	if (a.verbose && ms_streamer_fallback(watch.streamer) != NULL)
+		fprintf(stderr, "modelstream: %s\n", ms_streamer_fallback(watch.streamer));
 	if (!a.quiet)
 		print_summary(&st, &a.opts, ms_streamer_file_count(watch.streamer),
 		              page_faults() - faults, a.json, st.delivery == MS_DELIVER_MAPPED);
@@ -437,5 +508,6 @@ done:
 	ms_streamer_free(watch.streamer);
 	EVP_MD_CTX_free(md);
 	free(a.select);
+	free(a.back);
 	return rc;
 }

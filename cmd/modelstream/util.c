@@ -25,6 +25,7 @@ const char cli_exit_codes_help[] =
     "  7    storage unavailable: the store could not be reached, or kept failing (503\n"
     "       SlowDown, 5xx, resets, stalls) after retries\n"
     "  8    out of space: the cache's disk, tmpfs or quota is full\n"
+    "  9    no such device: no NVIDIA driver, or no GPU of that number\n"
     "  130  interrupted by SIGINT or SIGTERM\n";
 
 int cli_exit_code(int ms_code)
@@ -49,6 +50,8 @@ int cli_exit_code(int ms_code)
 		return EXIT_UNAVAILABLE;
 	case MS_ENOSPC:
 		return EXIT_NO_SPACE;
+	case MS_ENODEVICE:
+		return EXIT_NO_DEVICE;
 	default:
 		return EXIT_FAILURE_OTHER;
 	}

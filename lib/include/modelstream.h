@@ -226,6 +226,13 @@ typedef enum {
 /** The host: tensors are delivered in host memory (the default). */
 #define MS_DEVICE_CPU (-1)
 
+/**
+ * Parses a device name as PyTorch spells it: "cpu" sets *out to MS_DEVICE_CPU; "cuda" and
+ * "cuda:N" set it to N (0 for "cuda"). Returns 0, or MS_EINVAL naming the text. Whether
+ * the device exists is checked by ms_streamer_new().
+ */
+MS_EXTERN int ms_device_parse(int *out, const char *text);
+
 /** The default alignment of each tensor in the library's device arena, in bytes. */
 #define MS_DEVICE_ALIGNMENT_DEFAULT 256
 
