@@ -147,7 +147,7 @@ test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck cuda-check
 	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
-	  build*/chart-tests.log build*/image-tests.log build*/e2e.log
+	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log
 	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
@@ -226,7 +226,12 @@ cli-tests: $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
 
 check-sanitizers:
 	$(MAKE) --no-print-directory SANITIZE=address,undefined test-unit stress s3-tests moto-tests creds-tests cache-tests server-tests agent-tests
-	$(MAKE) --no-print-directory SANITIZE=thread stress
+	$(MAKE) --no-print-directory SANITIZE=thread stress device-stress
+
+# The device stage's threads (pump, readers, the stand-in driver's streams) under the
+# build's sanitizer: the same checksums as the host path through every copy path.
+device-stress: $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
+	tests/device_stress.sh $(B) | tee $(B)/device-stress.log
 
 # The engine's randomized stress run; the one engine test ThreadSanitizer can run.
 STRESS_ROUNDS ?= 40
