@@ -426,6 +426,27 @@ class Fleet:
             time.sleep(0.05)
         return None
 
+    def explain_failed_pod(self, pod, model: str) -> None:
+        """Prints what a failed app container saw, for the next person to read the log: its
+        probes, its sidecar's log, the node cache as the host sees it and as the pod does."""
+        print(f"# {pod.name}: probes (s after creation, container, status): " + ", ".join(
+            f"{t - pod.created:.1f} {c} {st}" for t, c, st in pod.probe_log))
+        print(f"# {pod.name}: started: " + ", ".join(
+            f"{c} {t - pod.created:.1f}" for c, t in pod.started.items()))
+        for line in pod.logs("modelstream").strip().splitlines()[-8:]:
+            print(f"# {pod.name}: sidecar: {line[:300]}")
+        cache = os.path.join(self.hosts, pod.node, "cache")
+        r = subprocess.run(["ls", "-laR", os.path.join(cache, "models"),
+                            os.path.join(cache, "blobs")], capture_output=True, text=True)
+        for line in (r.stdout + r.stderr).splitlines()[:60]:
+            print(f"# host {pod.node}: {line}")
+        r = subprocess.run(["grep", f" {cache}", "/proc/self/mountinfo"], capture_output=True,
+                           text=True)
+        for line in r.stdout.splitlines()[:10]:
+            print(f"# host mountinfo: {line}")
+        for line in self.agents[pod.node].logs("agent").strip().splitlines()[-12:]:
+            print(f"# {pod.node} agent: {line[:300]}")
+
     def check_phase(self, apps, model: str, t0: float, first: bool) -> None:
         want = self.models[model]["checksums"]
         errors = [f"{p.name}: {getattr(p, 'error', '')}" for p in apps if hasattr(p, "error")]
@@ -438,6 +459,9 @@ class Fleet:
               f"source ({len(same)} of {len(apps)}, {len(want.splitlines())} tensors each)",
               "; ".join(f"{p.name}: exit {p.exit_code}: {p.logs('vllm').strip()[-300:]}"
                         for p in apps if p not in same))
+        for p in apps:
+            if p not in same:
+                self.explain_failed_pod(p, model)
         gated = [p for p in apps if p.ready_at is not None and "vllm" in p.started and
                  p.started["vllm"] >= p.ready_at and
                  any(c == "modelstream" and s == 200 for _, c, s in p.probe_log)]
