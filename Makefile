@@ -246,11 +246,13 @@ stress: $(B)/tests/stress_engine
 # generated model, leak-checked, with a non-zero exit on any error.
 VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	    --error-exitcode=99
-valgrind: $(B)/tests/stress_engine $(CLI) $(MKMODEL)
+valgrind: $(B)/tests/stress_engine $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
 	@rm -rf $(B)/valgrind && mkdir -p $(B)/valgrind
 	$(MKMODEL) --small-count 300 --large-count 2 --large-bytes 1M $(B)/valgrind/m.safetensors >/dev/null
 	$(VALGRIND) $(B)/tests/stress_engine 4 > $(B)/valgrind/stress.log
 	$(VALGRIND) $(CLI) stream $(B)/valgrind/m.safetensors --memory-limit 0 --checksum > /dev/null
+	MODELSTREAM_CUDA_DRIVER=$(abspath $(B))/tests/libfakecuda.so $(VALGRIND) $(CLI) stream \
+	  $(B)/valgrind/m.safetensors --device cuda:0 --memory-limit 2M --checksum > /dev/null
 	$(VALGRIND) $(CLI) inspect $(B)/valgrind/m.safetensors --json > /dev/null
 	@echo "valgrind: no errors, no leaks" | tee $(B)/valgrind.log
 	@echo "3 passed, 0 failed" >> $(B)/valgrind.log
