@@ -48,7 +48,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -130,6 +130,20 @@ $(B)/tests/libfakecuda.so: tests/support/fake_cuda.c tests/support/fake_cuda.h
 	$(CC) -shared -fPIC -O2 -Wall -Wextra -Werror -pthread -o $@ $<
 $(B)/tests/test_sink_cuda $(B)/tests/test_device: | $(B)/tests/libfakecuda.so
 
+# What tests/gpu/run.sh runs on a machine with a GPU (and rehearses here on the stand-in):
+# correctness against the real driver, and the PCIe limit the figures are measured against.
+GPU_TOOLS := $(B)/tests/gpu/gpu_check $(B)/tests/gpu/pcie_bench
+$(B)/tests/gpu/gpu_check: $(B)/tests/gpu/gpu_check.o $(SUP_OBJ) $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+$(B)/tests/gpu/pcie_bench: $(B)/tests/gpu/pcie_bench.o $(STATIC)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
+gpu-tools: $(GPU_TOOLS) $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
+
+# tests/gpu/run.sh's every step without a GPU, on the stand-in driver (make test runs it, so
+# that the script is known to work before a GPU machine's short time is spent on it).
+gpu-rehearsal: gpu-tools
+	tests/gpu/run.sh --rehearse | tee $(B)/gpu-rehearsal.log
+
 # Where the CUDA toolkit is installed, the library's declarations of the driver entry points
 # are held against cuda.h (the build itself never needs the toolkit).
 CUDA_H ?= /usr/local/cuda/include/cuda.h
@@ -147,8 +161,8 @@ test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck cuda-check
 	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
-	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e check-sanitizers \
+	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log build*/gpu-rehearsal.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e gpu-rehearsal check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one
