@@ -67,7 +67,7 @@ RUN mkdir -p /out/usr/local/bin /out/usr/local/lib /out/etc/ssl/certs \
 # Runtime stage: nothing but the closure.
 FROM scratch
 
-ARG VERSION=0.2.0
+ARG VERSION=0.3.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="modelstream" \
       org.opencontainers.image.description="Streams safetensors model weights from S3 into a node cache: the node agent, the init container and the native sidecar" \

@@ -18,7 +18,7 @@ SANITIZE  ?=
 B         ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 comma     := ,
 
-VERSION   := 0.2.0
+VERSION   := 0.3.0
 SOMAJOR   := 1
 
 WARNINGS  := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \

@@ -22,7 +22,7 @@ bdir=${B:-build}
 case "$bdir" in /*) ;; *) bdir=$here/$bdir ;; esac
 pdir=$bdir/podman
 version=$(sed -n 's/^VERSION *:= *//p' "$here/Makefile" | head -n 1)
-version=${version:-0.2.0}
+version=${version:-0.3.0}
 image=localhost/modelstream
 base=docker.io/library/debian:bookworm-slim
 suite=bookworm

@@ -51,9 +51,9 @@ extern "C" {
 #endif
 
 #define MS_VERSION_MAJOR  0
-#define MS_VERSION_MINOR  2
+#define MS_VERSION_MINOR  3
 #define MS_VERSION_PATCH  0
-#define MS_VERSION_STRING "0.2.0"
+#define MS_VERSION_STRING "0.3.0"
 
 /** The version of the library actually loaded, as "MAJOR.MINOR.PATCH". */
 MS_EXTERN const char *ms_version(void);

@@ -719,7 +719,7 @@ def check_e2e(objects: list[dict]) -> None:
     spec, prepare, agent = agent_parts(objects)
     env = env_of(agent)
     for c in (prepare, agent):
-        expect_equal(f"{c['name']} image", c["image"], "localhost/modelstream:0.2.0")
+        expect_equal(f"{c['name']} image", c["image"], "localhost/modelstream:0.3.0")
         expect_equal(f"{c['name']} pullPolicy", c["imagePullPolicy"], "Never")
     expect_equal("endpoint", env["AWS_ENDPOINT_URL"]["value"], "http://10.231.1.1:5000")
     expect_equal("region", env["AWS_REGION"]["value"], "us-east-1")
@@ -732,12 +732,12 @@ def check_e2e(objects: list[dict]) -> None:
     dep, pod, app = workload_parts(objects)
     expect_equal("replicas", dep["spec"]["replicas"], 3)
     expect_equal("app", {k: app.get(k) for k in ("image", "imagePullPolicy", "command", "args")},
-                 {"image": "localhost/modelstream:0.2.0", "imagePullPolicy": "Never", "command": None,
+                 {"image": "localhost/modelstream:0.3.0", "imagePullPolicy": "Never", "command": None,
                   "args": ["stream", "/cache/models/tiny-v1", "--checksum"]})
     for key in ("ports", "readinessProbe", "resources"):
         assert key not in app, f"the e2e app container has {key}"
     side = pod["initContainers"][0]
-    expect_equal("sidecar image", (side["image"], side["imagePullPolicy"]), ("localhost/modelstream:0.2.0", "Never"))
+    expect_equal("sidecar image", (side["image"], side["imagePullPolicy"]), ("localhost/modelstream:0.3.0", "Never"))
 
 
 def check_e2e_helper() -> None:
@@ -909,7 +909,7 @@ version: 1.0.0
 appVersion: "9.9.9"
 dependencies:
   - name: modelstream
-    version: 0.2.0
+    version: 0.3.0
 """
 PARENT_TEMPLATE = """\
 apiVersion: apps/v1
@@ -966,7 +966,7 @@ def check_parent_chart(tmp: str) -> None:
     spec = podspec.pod_spec(objects[0])
     side = podspec.container(spec, "modelstream")
     expect_equal("sidecar image (the dependency's appVersion, not the parent's)", side["image"],
-                 "ghcr.io/acme/modelstream:0.2.0")
+                 "ghcr.io/acme/modelstream:0.3.0")
     expect_equal("sidecar port", side["startupProbe"]["httpGet"]["port"], 9300)
     expect_equal("hostPath", volume(spec, "modelstream-cache")["hostPath"]["path"], "/mnt/cache")
     expect_equal("mountPath", mount(podspec.container(spec, "server"), "modelstream-cache")["mountPath"], "/weights")
@@ -1014,8 +1014,8 @@ def check_old_kubernetes() -> None:
 def check_chart_yaml() -> None:
     meta = podspec.chart().metadata
     got = {k: meta.get(k) for k in ("apiVersion", "name", "version", "appVersion")}
-    expect_equal("Chart.yaml", got, {"apiVersion": "v2", "name": "modelstream", "version": "0.2.0",
-                                     "appVersion": "0.2.0"})
+    expect_equal("Chart.yaml", got, {"apiVersion": "v2", "name": "modelstream", "version": "0.3.0",
+                                     "appVersion": "0.3.0"})
 
 
 def load_schema() -> dict:
@@ -1164,7 +1164,7 @@ def run(r: Results) -> None:
         r.not_ok("the Python packages are installed (scripts/deps.sh)", str(e))
         return
 
-    r.check("Chart.yaml: apiVersion v2, modelstream 0.2.0, appVersion 0.2.0", check_chart_yaml)
+    r.check("Chart.yaml: apiVersion v2, modelstream 0.3.0, appVersion 0.3.0", check_chart_yaml)
     r.check("values.schema.json: every object refuses unknown keys", check_schema_closed)
     r.check("values.yaml: every key has a comment and is in the schema", check_values_commented)
     r.check("values.yaml: the defaults meet the schema (jsonschema, draft 7)", check_defaults_in_schema)
