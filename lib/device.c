@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "device.h"
@@ -78,6 +79,7 @@ struct ms__device {
 	atomic_bool has_fallback;
 	atomic_uint_fast64_t bytes_to_device;
 	atomic_uint_fast64_t pageable_copies;
+	atomic_uint_fast64_t pin_ns;
 
 	/* The pump's own. */
 	batch queue[EVENTS];
@@ -86,6 +88,14 @@ struct ms__device {
 	batch open;
 	bool has_open;
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -126,6 +136,7 @@ int ms__device_open(ms__device **out, const ms__device_options *o)
 	atomic_init(&d->has_fallback, false);
 	atomic_init(&d->bytes_to_device, 0);
 	atomic_init(&d->pageable_copies, 0);
+	atomic_init(&d->pin_ns, 0);
 	d->mode = MS_DEVICE_COPY_STAGED;
 	*out = d;
 	return 0;
@@ -192,8 +203,12 @@ static int retire_one(ms__device *d, bool wait)
 
 	if ((rc = ms__cuda_done(d->cuda, b->event, wait)) != 0)
 		return rc;
-	if (b->pinned != NULL)
+	if (b->pinned != NULL) {
+		uint64_t t0 = now_ns();
+
 		ms__cuda_unregister(d->cuda, b->pinned);
+		atomic_fetch_add_explicit(&d->pin_ns, now_ns() - t0, memory_order_relaxed);
+	}
 	for (size_t k = b->first; k < b->end; k++) {
 		bytes += tensor_of(d, k)->size;
 		if ((rc = ms__engine_release(d->engine, k)) < 0)
@@ -255,7 +270,11 @@ static int open_batch(ms__device *d, size_t k, size_t x, const void *data)
 		uintptr_t lo = align_up(start, PAGE), hi = end / PAGE * PAGE;
 
 		if (hi > lo) {
-			if (ms__cuda_register(d->cuda, (const void *)lo, hi - lo, true) == 0) {
+			uint64_t t0 = now_ns();
+
+			rc = ms__cuda_register(d->cuda, (const void *)lo, hi - lo, true);
+			atomic_fetch_add_explicit(&d->pin_ns, now_ns() - t0, memory_order_relaxed);
+			if (rc == 0) {
 				d->open.pinned = (const unsigned char *)lo;
 				d->open.pinned_end = (const unsigned char *)hi;
 			} else {
@@ -485,6 +504,7 @@ void ms__device_stats(const ms__device *d, ms_stats *out)
 	out->device_bytes = d->arena_size;
 	out->bytes_to_device = atomic_load_explicit(&d->bytes_to_device, memory_order_relaxed);
 	out->pageable_copies = atomic_load_explicit(&d->pageable_copies, memory_order_relaxed);
+	out->pin_ns = atomic_load_explicit(&d->pin_ns, memory_order_relaxed);
 }
 
 const char *ms__device_fallback(const ms__device *d)

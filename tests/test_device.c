@@ -336,6 +336,7 @@ Test(device, mapped_files_are_read_by_the_copy_engine_directly)
 	cr_assert_eq(st.delivery, MS_DELIVER_MAPPED);
 	cr_assert_eq(st.device_copy, MS_DEVICE_COPY_MAPPED);
 	cr_assert_eq(st.arena_bytes, 0, "no staging");
+	cr_assert_gt(st.pin_ns, 0, "the time spent pinning is counted");
 	cr_assert_gt(c.read_only_registrations, 1, "each extent's pages were pinned read-only");
 	cr_assert_gt(c.pinned_copies, c.pageable_copies,
 	             "most bytes went from pinned pages (%zu pinned, %zu pageable copies)",

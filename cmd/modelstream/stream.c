@@ -142,7 +142,7 @@ static void print_summary(const ms_stats *st, const ms_streamer_options *o, size
 		       "\"arena_pages\":\"%s\",\"page_faults\":%llu,"
 		       "\"concurrency\":%u,\"memory_limit\":%lld,\"chunk_size\":%zu,"
 		       "\"delivery\":\"%s\",\"device\":\"%s\",\"device_copy\":\"%s\","
-		       "\"bytes_to_device\":%llu,\"peak_rss_bytes\":%llu}\n",
+		       "\"bytes_to_device\":%llu,\"pin_seconds\":%.6f,\"peak_rss_bytes\":%llu}\n",
 		       (unsigned long long)st->bytes_delivered, seconds, gbps,
 		       (double)st->time_to_first_tensor_ns / 1e9,
 		       (unsigned long long)st->tensors_delivered, files,
@@ -151,7 +151,7 @@ static void print_summary(const ms_stats *st, const ms_streamer_options *o, size
 		       page_kind(st->arena_huge_pages), (unsigned long long)faults, o->concurrency,
 		       (long long)o->memory_limit, o->chunk_size, mapped ? "mapped" : "copy",
 		       device, device_copy_name(st->device_copy),
-		       (unsigned long long)st->bytes_to_device,
+		       (unsigned long long)st->bytes_to_device, (double)st->pin_ns / 1e9,
 		       (unsigned long long)peak_rss_bytes());
 		return;
 	}

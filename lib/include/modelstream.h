@@ -566,6 +566,7 @@ typedef struct {
 	uint64_t device_bytes;      /**< device memory the library allocated (its arena) */
 	uint64_t bytes_to_device;   /**< bytes whose copy to the device has completed */
 	uint64_t pageable_copies;   /**< copies from memory the driver did not pin */
+	uint64_t pin_ns; /**< time spent pinning and unpinning the files' pages (mapped) */
 } ms_stats;
 
 #define MS_STATS_INIT                           \

@@ -190,7 +190,8 @@ int main(int argc, char **argv)
 			o.memory_limit = cases[i].limit;
 			o.device_alignment = cases[i].alignment;
 			o.deliver = cases[i].deliver;
-			snprintf(what, sizeof(what), "cuda:0, 3 files, every dtype: %s", cases[i].name);
+			snprintf(what, sizeof(what), "cuda:0, 3 files, every dtype: %s",
+			         cases[i].name);
 			report(check(files, 3, &o, cases[i].alignment ? cases[i].alignment : 256,
 			             cases[i].want, why, sizeof(why)) == 0,
 			       what, why);
@@ -208,7 +209,8 @@ int main(int argc, char **argv)
 			report(0, "cuda:0: the caller's buffers", ms_error_last()->message);
 		} else {
 			ok = check(files, 3, &o, 0, MS_DEVICE_COPY_STAGED, why, sizeof(why)) == 0;
-			report(ok, "cuda:0: into the caller's buffers (cuMemAlloc per tensor)", why);
+			report(ok, "cuda:0: into the caller's buffers (cuMemAlloc per tensor)",
+			       why);
 			for (size_t i = 0; i < b.calls; i++)
 				ms__cuda_free(b.cuda, b.ptrs[i]);
 			ms__cuda_close(b.cuda);

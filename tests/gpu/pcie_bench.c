@@ -19,7 +19,7 @@
 #include "modelstream.h"
 #include "sink_cuda.h"
 
-#define PIECE (64u << 20)
+#define PIECE  (64u << 20)
 #define PASSES 5
 
 static double now(void)
@@ -40,7 +40,8 @@ static double best_seconds(ms__cuda *c, uint64_t dev, const unsigned char *host,
 
 		for (size_t off = 0, i = 0; off < size; off += PIECE, i++)
 			if (ms__cuda_copy(c, dev + off, host + off,
-			                  size - off < PIECE ? size - off : PIECE, (unsigned)(i % 2)) < 0)
+			                  size - off < PIECE ? size - off : PIECE,
+			                  (unsigned)(i % 2)) < 0)
 				return -1;
 		if (ms__cuda_record(c, 0, 0) < 0 || ms__cuda_record(c, 1, 1) < 0 ||
 		    ms__cuda_done(c, 0, true) < 0 || ms__cuda_done(c, 1, true) < 0)
@@ -78,8 +79,8 @@ int main(int argc, char **argv)
 	}
 	pageable = best_seconds(c, dev, host, size);
 	if (ms__cuda_register(c, host, size, false) < 0) {
-		fprintf(stderr, "pcie_bench: %s: cannot pin %zu bytes: %s\n", ms__cuda_name(c), size,
-		        ms_error_last()->message);
+		fprintf(stderr, "pcie_bench: %s: cannot pin %zu bytes: %s\n", ms__cuda_name(c),
+		        size, ms_error_last()->message);
 		return 1;
 	}
 	pinned = best_seconds(c, dev, host, size);

@@ -44,8 +44,11 @@ trap 'cleanup; exit 130' INT TERM
 # -- 1. the machine --------------------------------------------------------------------
 section "the machine"
 say "kernel: $(uname -srm); $(nproc) CPUs; $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-if grep -qi gvisor /proc/version 2>/dev/null || dmesg 2>/dev/null | grep -qi gvisor; then
-  say "virtualization: gVisor (pinning and mounts may be refused or emulated)"
+if grep -qi gvisor /proc/version 2>/dev/null || dmesg 2>/dev/null | grep -qi gvisor ||
+  [ "$(uname -r)" = 4.4.0 ]; then
+  say "virtualization: gVisor, it seems (kernel $(uname -r)): registering file mappings, huge pages and mounts may be refused; each step below says which path it took"
+elif uname -r | grep -q -- '-fc-' || dmesg 2>/dev/null | grep -qi firecracker; then
+  say "virtualization: Firecracker, it seems (kernel $(uname -r))"
 elif grep -q "^flags.*hypervisor" /proc/cpuinfo; then
   say "virtualization: a hypervisor ($(systemd-detect-virt 2>/dev/null || cat /sys/class/dmi/id/product_name 2>/dev/null || echo unknown))"
 else
@@ -120,16 +123,18 @@ file=$work/model.safetensors
   --large-bytes 112M "$file" | sed 's/^/model: /'
 bytes=$(stat -c %s "$file")
 
-# Best GB/s of 3 runs of the command's JSON summary; "" if a run failed.
+# Best GB/s of 3 runs of the command's JSON summary ("" if a run failed); the copy path
+# the last run took goes to $work/path.
 best_of_3() {
   local best="" g
   for _ in 1 2 3; do
-    g=$("$@" 2>"$work/err" | python3 -c 'import json,sys; print(json.load(sys.stdin)["gbps"])' 2>/dev/null) ||
+    g=$("$@" 2>"$work/err" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["gbps"]); m = r["device_copy"] == "mapped"; open(sys.argv[1], "w").write(r["device_copy"] + (", pinning %.3f s of %.3f" % (r["pin_seconds"], r["seconds"]) if m else ""))' "$work/path" 2>/dev/null) ||
       { sed 's/^/  stderr: /' "$work/err" | head -3 >&2; echo ""; return; }
     best=$(python3 -c "print(max(float('$g'), float('${best:-0}')))")
   done
   echo "$best"
 }
+declare -A path
 
 declare -A row
 "${ours[@]}" "$pcie_bench" 0 1024 >"$work/pcie.json" 2>"$work/err" || sed 's/^/  pcie_bench: /' "$work/err"
@@ -138,13 +143,18 @@ row[pageable]=$(python3 -c 'import json,sys; print(next(json.loads(l)["gbps"] fo
 
 cat "$file" >/dev/null # hot in the page cache
 row[page_cache]=$(best_of_3 "${ours[@]}" "$cli" stream --json --device cuda:0 --deliver mapped "$file")
+path[page_cache]=$(cat "$work/path" 2>/dev/null)
 row[staging]=$(best_of_3 "${ours[@]}" "$cli" stream --json --device cuda:0 --deliver copy "$file")
+path[staging]=$(cat "$work/path" 2>/dev/null)
 tmpfs_dir=$work/tmpfs
 mkdir -p "$tmpfs_dir"
-if mount -t tmpfs -o "size=$((bytes / 1048576 + 64))m,huge=within_size" tmpfs "$tmpfs_dir" 2>"$work/err"; then
+if mount -t tmpfs -o "size=$((bytes / 1048576 + 64))m,huge=within_size" tmpfs "$tmpfs_dir" 2>"$work/err" ||
+  { say "tmpfs: huge=within_size refused ($(cat "$work/err")); mounting it with small pages" &&
+    mount -t tmpfs -o "size=$((bytes / 1048576 + 64))m" tmpfs "$tmpfs_dir" 2>"$work/err"; }; then
   cp "$file" "$tmpfs_dir/"
   row[tmpfs]=$(best_of_3 "${ours[@]}" "$cli" stream --json --device cuda:0 --deliver mapped "$tmpfs_dir/model.safetensors")
-  say "tmpfs: $(grep -m1 " $tmpfs_dir " /proc/self/mountinfo | awk '{print $NF}')"
+  path[tmpfs]=$(cat "$work/path" 2>/dev/null)
+  say "tmpfs: $(grep -m1 " $tmpfs_dir " /proc/self/mountinfo | awk '{print $NF}'); AnonHugePages/ShmemHugePages: $(awk '/ShmemHugePages/ {print $2 " kB"}' /proc/meminfo)"
 else
   tmpfs_dir=""
   say "tmpfs: cannot mount ($(cat "$work/err")): the node-cache row is skipped"
@@ -181,9 +191,9 @@ done
 
 section "results ($bytes bytes, to cuda:0, best of 3; GB/s = 10^9 bytes/s)"
 ratio() { [ -n "${row[$1]}" ] && [ -n "${row[$2]}" ] && python3 -c "print(f'{float(\"${row[$1]}\") / float(\"${row[$2]}\"):.2f}x')" || echo "-"; }
-printf '%-44s %10s %16s\n' "row" "GB/s" "vs pinned peak"
+printf '%-44s %10s %16s  %s\n' "row" "GB/s" "vs pinned peak" "copy path"
 for r in pinned_peak pageable page_cache tmpfs staging safetensors runai fastsafetensors; do
-  printf '%-44s %10s %16s\n' "$(case $r in
+  printf '%-44s %10s %16s  %s\n' "$(case $r in
     pinned_peak) echo "cuMemcpyHtoD from pinned memory (the limit)";;
     pageable) echo "cuMemcpyHtoD from pageable memory";;
     page_cache) echo "modelstream, page cache, registered";;
@@ -192,7 +202,7 @@ for r in pinned_peak pageable page_cache tmpfs staging safetensors runai fastsaf
     safetensors) echo "safetensors.torch.load_file(device=)";;
     runai) echo "Run:ai SafetensorsStreamer + .to()";;
     fastsafetensors) echo "fastsafetensors (nogds)";;
-    esac)" "${row[$r]:--}" "$(ratio "$r" pinned_peak)"
+    esac)" "${row[$r]:--}" "$(ratio "$r" pinned_peak)" "${path[$r]:-}"
 done
 say
 say "targets: tmpfs >= 0.9x the peak ($(ratio tmpfs pinned_peak)); page cache >= 0.75x ($(ratio page_cache pinned_peak));"
