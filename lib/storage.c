@@ -1,10 +1,11 @@
 /*
- * storage.c - the public storage calls: ms_storage_list, _exists, _push and _explain.
+ * storage.c - the public storage calls: ms_storage_list, _exists, _get, _push and _explain.
  *
  * Each hands its location to the back end the location layer chooses (location.h): local
  * paths, object storage, or a registered scheme, with no back end named here.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,5 +142,73 @@ int ms_storage_push(const char *local, const char *url, const ms_push_options *o
 	if (context != NULL && dst->context_free != NULL)
 		dst->context_free(context);
 	ms__listing_free(&files);
+	return rc;
+}
+
+/* Reads all of `src` into the open file `fd`, in reads of CHUNK bytes. */
+static int copy_source(ms__source *src, int fd, const char *tmp, const ms_cancel *cancel)
+{
+	enum { CHUNK = 8u << 20 };
+	unsigned char *buf = ms__malloc(CHUNK);
+	int rc = 0;
+
+	if (buf == NULL)
+		return ms__error_set(MS_ENOMEM, "%s: out of memory", src->location);
+	for (uint64_t off = 0; off < src->size && rc == 0; off += CHUNK) {
+		size_t n = src->size - off < CHUNK ? (size_t)(src->size - off) : CHUNK;
+		size_t done = 0;
+
+		if (ms__cancel_fired(cancel)) {
+			rc = ms__error_set(MS_ECANCELED, "%s: canceled", src->location);
+			break;
+		}
+		if ((rc = ms__source_read(src, buf, off, n)) < 0)
+			break;
+		while (done < n && rc == 0) {
+			ssize_t w = write(fd, buf + done, n - done);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				rc = ms__error_errno(errno, "%s", tmp);
+			else
+				done += (size_t)w;
+		}
+	}
+	ms__free(buf);
+	return rc;
+}
+
+int ms_storage_get(const char *location, const char *local, const ms_cancel *cancel)
+{
+	ms__open_options o = {.cancel = cancel};
+	ms__source *src = NULL;
+	char tmp[MS__LOCATION_MAX + 32];
+	int fd, rc;
+
+	if (location == NULL || local == NULL)
+		return ms__error_set(MS_EINVAL, "ms_storage_get: location or local path is NULL");
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.partial.%d", local, (int)getpid()) >=
+	    sizeof(tmp))
+		return ms__error_set(MS_EINVAL, "%s: the path is too long", local);
+	if ((rc = ms__source_open(&src, location, &o)) < 0)
+		return rc;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = ms__error_errno(errno, "%s", tmp);
+		ms__source_close(src);
+		return rc;
+	}
+	rc = copy_source(src, fd, tmp, cancel);
+	ms__source_close(src);
+	if (rc == 0 && fsync(fd) != 0)
+		rc = ms__error_errno(errno, "%s", tmp);
+	if (close(fd) != 0 && rc == 0)
+		rc = ms__error_errno(errno, "%s", tmp);
+	/* Whole or not at all: the file appears under its name only once complete. */
+	if (rc == 0 && rename(tmp, local) != 0)
+		rc = ms__error_errno(errno, "%s", local);
+	if (rc < 0)
+		unlink(tmp);
 	return rc;
 }

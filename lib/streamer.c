@@ -35,7 +35,8 @@
  * bytes have in the file: tensors keep their file alignment in memory, and O_DIRECT
  * reads need no bounce buffer. */
 #define READ_ALIGNMENT 4096
-/* A device stream's staging ring when the caller sets no memory limit. */
+/* A device stream's staging ring when the caller sets no memory limit (or twice the
+ * largest extent, if more). */
 #define DEFAULT_STAGING (512u << 20)
 
 typedef struct {
@@ -675,9 +676,15 @@ static int start(ms_streamer *s)
 	if ((rc = ms__plan_build(&s->plan, s->table, s->table_count, selected, &plan_opts)) < 0)
 		goto done;
 	ring_size = (uint64_t)s->opts.memory_limit;
-	if (s->device != NULL && s->opts.memory_limit < 0)
-		ring_size =
-		    s->plan.spans_total < DEFAULT_STAGING ? s->plan.spans_total : DEFAULT_STAGING;
+	if (s->device != NULL && s->opts.memory_limit < 0) {
+		/* Room for two of the largest extents at least, so that one is read while the
+		 * other is copied; never more than the whole selection. */
+		ring_size = DEFAULT_STAGING;
+		if (ring_size < 2 * s->plan.largest_span)
+			ring_size = 2 * s->plan.largest_span;
+		if (ring_size > s->plan.spans_total)
+			ring_size = s->plan.spans_total;
+	}
 	if (ring_size < s->plan.largest_span)
 		ring_size = s->plan.largest_span;
 	s->delivered = ms__calloc(s->plan.tensor_count, sizeof(*s->delivered));

@@ -5,6 +5,7 @@
  * entered, a file as a listing of itself, filters, limits and errors.
  */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,4 +159,40 @@ Test(location, filters_limits_and_errors)
 	cr_assert_eq(ms__listing_collect(&l, path, true, NULL, NULL), MS_ENOTFOUND);
 	cr_assert(strstr(ms_error_last()->message, path) != NULL, "%s", ms_error_last()->message);
 	free((void *)root);
+}
+
+/* ms_storage_get: the bytes, whole, under the name; nothing left behind on a failure. */
+Test(location, get_copies_a_file_whole_or_not_at_all)
+{
+	char src[PATH_MAX], dst[PATH_MAX], partial[PATH_MAX + 32], missing[PATH_MAX];
+	unsigned char *data = malloc(9u << 20), *back = malloc(9u << 20);
+	FILE *f;
+	ms_cancel *c = NULL;
+
+	for (size_t i = 0; i < (9u << 20); i++)
+		data[i] = (unsigned char)(i * 7 + 3);
+	tu_path(src, sizeof(src), "src.bin");
+	tu_path(dst, sizeof(dst), "dst.bin");
+	tu_path(missing, sizeof(missing), "missing.bin");
+	tu_write_file(src, data, 9u << 20); /* more than one 8 MiB read */
+	cr_assert_eq(ms_storage_get(src, dst, NULL), 0, "%s", ms_error_last()->message);
+	f = fopen(dst, "rb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fread(back, 1, 9u << 20, f), 9u << 20);
+	fclose(f);
+	cr_assert_eq(memcmp(data, back, 9u << 20), 0);
+	cr_assert_eq(ms_storage_get(missing, dst, NULL), MS_ENOTFOUND);
+	cr_assert(strstr(ms_error_last()->message, "missing.bin") != NULL, "%s",
+	          ms_error_last()->message);
+	cr_assert_eq(ms_cancel_new(&c), 0);
+	ms_cancel_fire(c);
+	unlink(dst);
+	cr_assert_eq(ms_storage_get(src, dst, c), MS_ECANCELED);
+	cr_assert_neq(access(dst, F_OK), 0, "a canceled get leaves no file");
+	snprintf(partial, sizeof(partial), "%s.partial.%d", dst, (int)getpid());
+	cr_assert_neq(access(partial, F_OK), 0, "nor its partial");
+	ms_cancel_free(c);
+	free(data);
+	free(back);
+	tu_tmpdir_remove();
 }

@@ -27,7 +27,9 @@
  *    (MS_EINVAL), an older one is read as far as it goes.
  *  - Every _free function accepts NULL.
  *  - Thread rules, object by object: a streamer is used from one thread at a time, except
- *    ms_streamer_cancel() and ms_streamer_stats(), which any thread may call at any time;
+ *    ms_streamer_cancel(), ms_streamer_stats() and ms_tensor_release(), which any thread
+ *    may call at any time (a garbage collector may release a tensor while the owner
+ *    waits in ms_streamer_next());
  *    a cache (ms_cache) may be used by several threads at once, each fetch on its own
  *    thread; a hold belongs to the thread that made it; a cancellation token may be fired
  *    from any thread or signal handler; the storage calls (ms_storage_*) are independent
@@ -311,10 +313,11 @@ typedef struct {
 	 * staging ring (or, with mapped delivery, the file's pages are registered with the
 	 * driver and the copy engine reads them directly), and copies to the device run on
 	 * several streams while the next reads are in flight. memory_limit then bounds the
-	 * staging ring (MS_MEMORY_UNLIMITED: 512 MiB, or less when the selected tensors are
-	 * smaller), not what the device holds. Needs the NVIDIA driver (libcuda.so.1, loaded
-	 * at run time): without it, or without device N, ms_streamer_new() fails with
-	 * MS_ENODEVICE ("cuda:0: no NVIDIA driver: libcuda.so.1 not found").
+	 * staging ring (MS_MEMORY_UNLIMITED: 512 MiB or twice the largest tensor, whichever
+	 * is more, and never more than the selected tensors), not what the device holds. Needs the
+	 * NVIDIA driver (libcuda.so.1, loaded at run time): without it, or without device N,
+	 * ms_streamer_new() fails with MS_ENODEVICE ("cuda:0: no NVIDIA driver: libcuda.so.1 not
+	 * found").
 	 */
 	int device;
 
@@ -660,6 +663,17 @@ MS_EXTERN int ms_storage_list(const char *prefix_url, int flags, const ms_cancel
  *         MS_EIO; MS_EINVAL).
  */
 MS_EXTERN int ms_storage_exists(int *out_exists, uint64_t *out_size, const char *location);
+
+/**
+ * Downloads the object (or local file, or registered-scheme object) at `location` into
+ * the local file `local`, which appears whole or not at all: the bytes go to
+ * "<local>.partial.<pid>" and are renamed into place once all are written and synced.
+ * Reads of 8 MiB in turn, with the store's retries; stops with MS_ECANCELED once `cancel`
+ * (may be NULL) fires, leaving no partial file behind.
+ * @return 0; MS_ENOTFOUND, MS_EACCES, MS_EUNAVAILABLE, MS_EIO (the source, named); the
+ *         errno-derived code of a local write, naming `local`; MS_ECANCELED; MS_ENOMEM.
+ */
+MS_EXTERN int ms_storage_get(const char *location, const char *local, const ms_cancel *cancel);
 
 /**
  * Explains how `location` would be reached, one "name: value (why)" line each: for

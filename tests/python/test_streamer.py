@@ -1,0 +1,181 @@
+"""The Python package against the bytes in the files: every tensor's bytes, dtype and shape;
+several files, directories and S3 prefixes; memory limits that never corrupt a held
+tensor; errors as exceptions with the library's message; list_safetensors, pull_files."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import modelstream
+from modelstream import SafetensorsStreamer
+from conftest import read_reference
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def as_bytes(t) -> bytes:
+    if torch is not None and isinstance(t, torch.Tensor):
+        return t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return np.ascontiguousarray(t).tobytes()
+
+
+def dtype_name(t) -> str:
+    return str(t.dtype)
+
+
+def check_all(got: dict, paths) -> None:
+    want = {}
+    for p in paths:
+        want.update(read_reference(p))
+    assert set(got) == set(want)
+    for name, t in got.items():
+        dtype, shape, data = want[name]
+        assert as_bytes(t) == data, name
+        if dtype not in ("F4", "F6_E2M3", "F6_E3M2"):
+            assert tuple(t.shape) == shape, name
+
+
+def test_every_tensor_equals_the_file(models):
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        got = dict(s.get_tensors())
+    check_all(got, [models["small"]])
+    assert len(got) == 302
+
+
+def test_tensors_come_in_file_order(models):
+    ref = read_reference(models["small"])
+    with open(models["small"], "rb") as f:
+        import json
+        import struct
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    order = sorted((m["data_offsets"][0], k) for k, m in header.items() if k != "__metadata__")
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        names = [name for name, _ in s.get_tensors()]
+    assert names == [k for _, k in order]
+    assert len(ref) == len(names)
+
+
+def test_several_files_and_a_directory(models):
+    with SafetensorsStreamer() as s:
+        s.stream_files([models["small"], models["other"]])
+        got = dict(s.get_tensors())
+        assert sorted(s.files_to_tensors_metadata) == [0, 1]
+        assert s.total_size == sum(len(d) for _, _, d in read_reference(models["small"]).values()) \
+            + sum(len(d) for _, _, d in read_reference(models["other"]).values())
+    check_all(got, [models["small"], models["other"]])
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["dir"])  # a model directory: its *.safetensors in name order
+        assert len(dict(s.get_tensors())) == len(got)
+
+
+def test_tensor_names_select(models):
+    ref = read_reference(models["small"])
+    pick = sorted(ref)[:5]
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"], tensor_names=pick)
+        got = dict(s.get_tensors())
+    assert sorted(got) == pick
+    with SafetensorsStreamer() as s, pytest.raises(ValueError, match="not found in checkpoint"):
+        s.stream_file(models["small"], tensor_names=["no.such.tensor"])
+
+
+def test_tensors_outlive_the_streamer(models):
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        got = dict(s.get_tensors())
+    del s
+    gc.collect()
+    check_all(got, [models["small"]])
+
+
+def test_held_tensors_are_never_overwritten_under_a_memory_limit(models, monkeypatch):
+    monkeypatch.setenv("RUNAI_STREAMER_MEMORY_LIMIT", str(2 << 20))
+    ref = read_reference(models["small"])
+    held = {}
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        with pytest.raises(modelstream.MemoryLimitError, match="memory limit"):
+            for name, t in s.get_tensors():
+                held[name] = t  # never dropped: the ring fills up
+    assert held, "some tensors came before the limit"
+    for name, t in held.items():
+        assert as_bytes(t) == ref[name][2], f"{name} was overwritten while held"
+
+
+def test_dropping_tensors_lets_a_small_ring_stream_everything(models, monkeypatch):
+    monkeypatch.setenv("RUNAI_STREAMER_MEMORY_LIMIT", "0")  # the largest tensor
+    ref = read_reference(models["small"])
+    n = 0
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        for name, t in s.get_tensors():
+            assert as_bytes(t) == ref[name][2]
+            n += 1
+            del t
+    assert n == len(ref)
+
+
+def test_errors_carry_the_librarys_message(models, tmp_path):
+    missing = str(tmp_path / "nope.safetensors")
+    with SafetensorsStreamer() as s:
+        with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+            s.stream_file(missing)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 64)
+    with SafetensorsStreamer() as s:
+        with pytest.raises(modelstream.FormatError, match="bad.safetensors") as e:
+            s.stream_file(str(bad))
+    assert isinstance(e.value, ValueError) and e.value.code == -7
+    with SafetensorsStreamer() as s:
+        with pytest.raises(modelstream.InvalidArgumentError, match="is not a device"):
+            s.stream_file(models["small"], device="tpu:0")
+    os.environ["MODELSTREAM_CUDA_DRIVER"] = "/nonexistent/libcuda.so.1"
+    try:
+        with SafetensorsStreamer() as s:
+            with pytest.raises(modelstream.NoDeviceError, match="no NVIDIA driver"):
+                s.stream_file(models["small"], device="cuda:0")
+    finally:
+        del os.environ["MODELSTREAM_CUDA_DRIVER"]
+
+
+def test_a_bad_setting_is_an_error(models, monkeypatch):
+    monkeypatch.setenv("RUNAI_STREAMER_CONCURRENCY", "lots")
+    with SafetensorsStreamer() as s:
+        with pytest.raises(modelstream.InvalidArgumentError, match="RUNAI_STREAMER_CONCURRENCY"):
+            s.stream_file(models["small"])
+
+
+def test_s3(models, s3):
+    with SafetensorsStreamer() as s:
+        s.stream_file(s3 + "small.safetensors")
+        got = dict(s.get_tensors())
+    check_all(got, [models["small"]])
+    with SafetensorsStreamer() as s:
+        s.stream_files([s3, models["other"]])  # a prefix and a local file, mixed
+        assert len(dict(s.get_tensors())) == 302 + 51 + 51
+
+
+def test_list_safetensors(models, s3):
+    assert modelstream.list_safetensors(models["dir"]) == sorted(
+        os.path.join(models["dir"], f) for f in ("other.safetensors", "small.safetensors"))
+    assert modelstream.list_safetensors(s3) == [s3 + "other.safetensors",
+                                                s3 + "small.safetensors"]
+
+
+def test_pull_files(s3, tmp_path):
+    modelstream.pull_files(s3, str(tmp_path), ignore_pattern=["*.safetensors"])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == \
+        ["config.json", "tok/tokenizer.json"]
+    assert (tmp_path / "config.json").read_bytes() == b'{"a": 1}'
+    with pytest.raises(FileNotFoundError):
+        modelstream.pull_files("s3://no-such-bucket/x/", str(tmp_path))
