@@ -48,7 +48,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress python-install python-tests wheel test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -139,6 +139,21 @@ $(B)/tests/gpu/pcie_bench: $(B)/tests/gpu/pcie_bench.o $(STATIC)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_LIBS)
 gpu-tools: $(GPU_TOOLS) $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
 
+# The Python package (python/): installed from the checkout the way a user does it, then
+# its tests (tests/python/) against the bytes in the files, moto S3 and the C library.
+python-install: lib
+	MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pip install -q --no-deps --no-build-isolation \
+	  --force-reinstall ./python
+python-tests: python-install $(MKMODEL)
+	cd tests/python && MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pytest -q -p no:cacheprovider . \
+	  | tee $(abspath $(B))/python-tests.log
+
+# A wheel that carries libmodelstream.so.1, for pip install elsewhere (make wheel).
+wheel: lib
+	rm -rf python/build && MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pip wheel -q --no-deps \
+	  --no-build-isolation -w $(B)/wheels ./python
+	@ls $(B)/wheels/modelstream-*.whl
+
 # tests/gpu/run.sh's every step without a GPU, on the stand-in driver (make test runs it, so
 # that the script is known to work before a GPU machine's short time is spent on it).
 gpu-rehearsal: gpu-tools
@@ -161,8 +176,8 @@ test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck cuda-check
 	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
-	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log build*/gpu-rehearsal.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e gpu-rehearsal check-sanitizers \
+	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log build*/gpu-rehearsal.log build*/python-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests python-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e gpu-rehearsal check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one

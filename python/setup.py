@@ -14,6 +14,11 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools before 70.1
+    from wheel.bdist_wheel import bdist_wheel
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -30,9 +35,17 @@ class BuildWithLibrary(build_py):
         super().run()
 
 
+class AnyPythonWheel(bdist_wheel):
+    """py3-none-<platform>: the binding is ctypes, so one wheel serves every Python 3."""
+
+    def get_tag(self):
+        return ("py3", "none", super().get_tag()[2])
+
+
 class NativeDistribution(Distribution):
     def has_ext_modules(self):
         return True  # a platform wheel: it carries libmodelstream.so
 
 
-setup(cmdclass={"build_py": BuildWithLibrary}, distclass=NativeDistribution)
+setup(cmdclass={"build_py": BuildWithLibrary, "bdist_wheel": AnyPythonWheel},
+      distclass=NativeDistribution)

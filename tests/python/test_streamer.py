@@ -30,13 +30,18 @@ def dtype_name(t) -> str:
     return str(t.dtype)
 
 
-def check_all(got: dict, paths) -> None:
-    want = {}
-    for p in paths:
-        want.update(read_reference(p))
-    assert set(got) == set(want)
-    for name, t in got.items():
-        dtype, shape, data = want[name]
+def in_file_order(path: str) -> list:
+    """[(name, dtype, shape, bytes)] of the file, by data offset."""
+    ref = read_reference(path)
+    return [(n, *ref[n]) for n in sorted(ref, key=lambda n: ref[n][3])]
+
+
+def check_all(got, paths) -> None:
+    """`got` (pairs, or a dict when names are unique) against the files, in file order."""
+    pairs = list(got.items()) if isinstance(got, dict) else list(got)
+    want = [w for p in paths for w in in_file_order(p)]
+    assert [n for n, _ in pairs] == [w[0] for w in want]
+    for (name, t), (_, dtype, shape, data, _) in zip(pairs, want):
         assert as_bytes(t) == data, name
         if dtype not in ("F4", "F6_E2M3", "F6_E3M2"):
             assert tuple(t.shape) == shape, name
@@ -68,14 +73,14 @@ def test_tensors_come_in_file_order(models):
 def test_several_files_and_a_directory(models):
     with SafetensorsStreamer() as s:
         s.stream_files([models["small"], models["other"]])
-        got = dict(s.get_tensors())
+        got = list(s.get_tensors())
         assert sorted(s.files_to_tensors_metadata) == [0, 1]
-        assert s.total_size == sum(len(d) for _, _, d in read_reference(models["small"]).values()) \
-            + sum(len(d) for _, _, d in read_reference(models["other"]).values())
+        assert s.total_size == sum(len(v[2]) for v in read_reference(models["small"]).values()) \
+            + sum(len(v[2]) for v in read_reference(models["other"]).values())
     check_all(got, [models["small"], models["other"]])
     with SafetensorsStreamer() as s:
         s.stream_file(models["dir"])  # a model directory: its *.safetensors in name order
-        assert len(dict(s.get_tensors())) == len(got)
+        check_all(s.get_tensors(), [models["other"], models["small"]])  # name order
 
 
 def test_tensor_names_select(models):
@@ -162,7 +167,7 @@ def test_s3(models, s3):
     check_all(got, [models["small"]])
     with SafetensorsStreamer() as s:
         s.stream_files([s3, models["other"]])  # a prefix and a local file, mixed
-        assert len(dict(s.get_tensors())) == 302 + 51 + 51
+        assert sum(1 for _ in s.get_tensors()) == 302 + 51 + 51
 
 
 def test_list_safetensors(models, s3):
@@ -179,3 +184,72 @@ def test_pull_files(s3, tmp_path):
     assert (tmp_path / "config.json").read_bytes() == b'{"a": 1}'
     with pytest.raises(FileNotFoundError):
         modelstream.pull_files("s3://no-such-bucket/x/", str(tmp_path))
+
+
+CTRL_C_SCRIPT = r"""
+import sys, time
+from modelstream import SafetensorsStreamer
+with SafetensorsStreamer() as s:
+    s.stream_file(sys.argv[1])
+    print("streaming", flush=True)
+    try:
+        for name, t in s.get_tensors():
+            pass
+    except KeyboardInterrupt:
+        print("interrupted %.2f" % time.monotonic(), flush=True)
+        raise SystemExit(130)
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_cancels_a_stream(models, tmp_path):
+    """A slow store (s3fault at 300 KB/s); SIGINT once tensors are flowing: the stream
+    stops within a second with KeyboardInterrupt instead of finishing the download."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import REPO
+    root = tmp_path / "root"
+    (root / "models").mkdir(parents=True)
+    os.symlink(models["other"], root / "models" / "other.safetensors")
+    port_file = tmp_path / "port"
+    server = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "support", "s3fault.py"),
+                               "--root", str(root), "--port", "0", "--port-file", str(port_file),
+                               "--bandwidth", "300000"])
+    try:
+        for _ in range(100):
+            if port_file.exists():
+                break
+            time.sleep(0.1)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s",
+                   AWS_REGION="us-east-1",
+                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{port_file.read_text().strip()}")
+        child = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT,
+                                  "s3://models/other.safetensors"], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "streaming"
+        time.sleep(0.5)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        line = child.stdout.readline().split()
+        assert child.wait(timeout=10) == 130, "the child said: " + " ".join(line)
+        assert line[0] == "interrupted" and float(line[1]) - sent < 1.0, line
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_real_checkpoint_equals_what_safetensors_gives(minilm):
+    """all-MiniLM-L6-v2: every tensor's bytes, dtype and shape as the safetensors package
+    loads them."""
+    from safetensors.numpy import load_file
+    want = load_file(minilm)
+    with SafetensorsStreamer() as s:
+        s.stream_file(minilm)
+        got = dict(s.get_tensors())
+    assert sorted(got) == sorted(want) and len(got) > 50
+    for name, t in got.items():
+        w = want[name]
+        a = t.numpy() if torch is not None else t
+        assert a.dtype == w.dtype and a.shape == w.shape and a.tobytes() == w.tobytes(), name
