@@ -463,14 +463,30 @@ int ms__device_start(ms__device *d, ms__engine *e, const ms__plan *plan, const m
 	return 0;
 }
 
-int ms__device_next(ms__device *d, size_t *out_index, uint64_t *out_ptr)
+int ms__device_next(ms__device *d, long timeout_ms, size_t *out_index, uint64_t *out_ptr)
 {
+	struct timespec until;
 	int rc = 0;
 
+	clock_gettime(CLOCK_REALTIME, &until);
+	if (timeout_ms > 0) {
+		until.tv_sec += timeout_ms / 1000;
+		until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+	}
 	pthread_mutex_lock(&d->lock);
 	while (d->next_out >= d->copied && !d->finished &&
-	       !atomic_load_explicit(&d->stop, memory_order_acquire))
-		pthread_cond_wait(&d->copied_more, &d->lock);
+	       !atomic_load_explicit(&d->stop, memory_order_acquire)) {
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&d->copied_more, &d->lock);
+		} else if (pthread_cond_timedwait(&d->copied_more, &d->lock, &until) != 0) {
+			pthread_mutex_unlock(&d->lock);
+			return 1;
+		}
+	}
 	if (atomic_load_explicit(&d->stop, memory_order_acquire)) {
 		rc = ms__error_set(MS_ECANCELED, "streaming was canceled");
 	} else if (d->failed_code != 0) {

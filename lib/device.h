@@ -65,10 +65,11 @@ int ms__device_start(ms__device *d, ms__engine *e, const ms__plan *plan, const m
                      bool mapped);
 
 /**
- * Waits until the next tensor's copy has completed. Returns 0 with its plan index and
- * device address, MS_ITER_END, or the error that stopped the stream (replayed).
+ * Waits until the next tensor's copy has completed (`timeout_ms` < 0: however long it
+ * takes; otherwise at most that long, then 1). Returns 0 with its plan index and device
+ * address, 1, MS_ITER_END, or the error that stopped the stream (replayed).
  */
-int ms__device_next(ms__device *d, size_t *out_index, uint64_t *out_ptr);
+int ms__device_next(ms__device *d, long timeout_ms, size_t *out_index, uint64_t *out_ptr);
 
 /** Makes next() return MS_ECANCELED from now on, and stops the pump; any thread. The
  * engine is canceled by its owner. Accepts NULL. */

@@ -256,10 +256,28 @@ done:
 	return rc;
 }
 
-/* next() and try_next(): with `wait` false, 1 instead of waiting (and instead of the
- * MS_ELIMIT that waiting could not end: the caller is about to release what it holds). */
-static int next(ms__engine *e, bool wait, size_t *out_index, const void **out_data)
+/* The absolute CLOCK_REALTIME time `ms` milliseconds from now. */
+static struct timespec deadline_in(unsigned ms)
 {
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
+/* next(), try_next() and next_timed(): `timeout_ms` < 0 waits for as long as it takes;
+ * 0 returns 1 instead of waiting (and instead of the MS_ELIMIT that waiting could not
+ * end: the caller is about to release what it holds); > 0 returns 1 once that long has
+ * passed. */
+static int next(ms__engine *e, long timeout_ms, size_t *out_index, const void **out_data)
+{
+	struct timespec until = deadline_in(timeout_ms > 0 ? (unsigned)timeout_ms : 0);
 	const ms__plan *plan = e->plan;
 	const ms__extent *x;
 	extent_state *st;
@@ -289,7 +307,7 @@ static int next(ms__engine *e, bool wait, size_t *out_index, const void **out_da
 		st = &e->extents[plan->tensors[index].extent];
 		if (st->complete)
 			break;
-		if (!wait) {
+		if (timeout_ms == 0) {
 			rc = 1;
 			goto done;
 		}
@@ -307,7 +325,12 @@ static int next(ms__engine *e, bool wait, size_t *out_index, const void **out_da
 			    (unsigned long long)span_of(x), (unsigned long long)arena.arena_bytes);
 			goto done;
 		}
-		pthread_cond_wait(&e->progress, &e->lock);
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&e->progress, &e->lock);
+		} else if (pthread_cond_timedwait(&e->progress, &e->lock, &until) != 0) {
+			rc = 1;
+			goto done;
+		}
 	}
 	{
 		const ms_tensor *t = &e->table[plan->tensors[index].table_index];
@@ -331,12 +354,18 @@ done:
 
 int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data)
 {
-	return next(e, true, out_index, out_data);
+	return next(e, -1, out_index, out_data);
 }
 
 int ms__engine_try_next(ms__engine *e, size_t *out_index, const void **out_data)
 {
-	return next(e, false, out_index, out_data);
+	return next(e, 0, out_index, out_data);
+}
+
+int ms__engine_next_timed(ms__engine *e, unsigned timeout_ms, size_t *out_index,
+                          const void **out_data)
+{
+	return next(e, timeout_ms > 0 ? (long)timeout_ms : 1, out_index, out_data);
 }
 
 int ms__engine_release(ms__engine *e, size_t index)
@@ -371,16 +400,9 @@ done:
 
 int ms__engine_wait(ms__engine *e, unsigned timeout_ms)
 {
-	struct timespec until;
+	struct timespec until = deadline_in(timeout_ms);
 	int rc;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
 		if (atomic_load_explicit(&e->canceled, memory_order_acquire)) {

@@ -65,6 +65,11 @@ int ms__engine_next(ms__engine *e, size_t *out_index, const void **out_data);
  * (never MS_ELIMIT: the caller holds tensors it is about to release). */
 int ms__engine_try_next(ms__engine *e, size_t *out_index, const void **out_data);
 
+/** As ms__engine_next(), but returns 1 once `timeout_ms` (at least 1) has passed with no
+ * tensor ready. */
+int ms__engine_next_timed(ms__engine *e, unsigned timeout_ms, size_t *out_index,
+                          const void **out_data);
+
 /** Releases delivered tensor `index`; returns 0 or MS_EINVAL (not delivered / twice). */
 int ms__engine_release(ms__engine *e, size_t index);
 

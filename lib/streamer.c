@@ -717,7 +717,8 @@ done:
 	return rc;
 }
 
-int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
+/* next() and next_timeout(): `timeout_ms` < 0 waits for as long as it takes. */
+static int next_tensor(const ms_tensor **out, ms_streamer *s, long timeout_ms)
 {
 	const void *data = NULL;
 	size_t index;
@@ -746,7 +747,7 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 	if (s->device != NULL) {
 		uint64_t ptr;
 
-		if ((rc = ms__device_next(s->device, &index, &ptr)) < 0)
+		if ((rc = ms__device_next(s->device, timeout_ms, &index, &ptr)) != 0)
 			return rc;
 		s->delivered[index] = s->table[s->plan.tensors[index].table_index];
 		s->delivered[index].device = ms__device_index(s->device);
@@ -754,13 +755,24 @@ int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
 		*out = &s->delivered[index];
 		return 0;
 	}
-	rc = ms__engine_next(s->engine, &index, &data);
-	if (rc < 0)
+	rc = timeout_ms < 0 ? ms__engine_next(s->engine, &index, &data)
+	                    : ms__engine_next_timed(s->engine, (unsigned)timeout_ms, &index, &data);
+	if (rc != 0)
 		return rc;
 	s->delivered[index] = s->table[s->plan.tensors[index].table_index];
 	s->delivered[index].data = data;
 	*out = &s->delivered[index];
 	return 0;
+}
+
+int ms_streamer_next(const ms_tensor **out, ms_streamer *s)
+{
+	return next_tensor(out, s, -1);
+}
+
+int ms_streamer_next_timeout(const ms_tensor **out, ms_streamer *s, unsigned timeout_ms)
+{
+	return next_tensor(out, s, timeout_ms > 0 ? (long)timeout_ms : 1);
 }
 
 int ms_tensor_release(ms_streamer *s, const ms_tensor *t)

@@ -568,3 +568,33 @@ Test(device, host_streams_say_cpu)
 	ms_streamer_free(s);
 	tu_tmpdir_remove();
 }
+
+/* ms_streamer_next_timeout: 1 while copies are slow, then every tensor, in order. */
+Test(device, next_with_a_timeout_says_not_yet)
+{
+	model m;
+	ms_streamer_options o = device_options(0);
+	ms_streamer *s = NULL;
+	const ms_tensor *t;
+	size_t got = 0, not_yet = 0;
+	int rc;
+
+	use_fake_driver("1");
+	setenv("FAKE_CUDA_COPY_DELAY_US", "20000", 1);
+	make_model(&m, "a.safetensors", 131, 20, 1000, 2, 100000);
+	cr_assert_eq(ms_streamer_new(&s, &o), 0);
+	cr_assert_eq(ms_streamer_add(s, m.path), 0);
+	while ((rc = ms_streamer_next_timeout(&t, s, 2)) >= 0) {
+		if (rc == 1) {
+			cr_assert_null(t);
+			not_yet++;
+			continue;
+		}
+		got++;
+	}
+	cr_assert_eq(rc, MS_ITER_END, "%s", ms_error_last()->message);
+	cr_assert_eq(got, 22);
+	cr_assert_gt(not_yet, 0, "a 20 ms copy is not ready within 2 ms");
+	ms_streamer_free(s);
+	tu_tmpdir_remove();
+}

@@ -1107,3 +1107,43 @@ Test(streamer, a_directory_under_allocation_failures_fails_cleanly)
 	cr_assert_eq(rc, 0);
 	cr_assert_eq(tu_leaks_found(), 0, "a failed allocation leaked (see the report above)");
 }
+
+/* ms_streamer_next_timeout on the host path: the same tensors, in order, byte for byte,
+ * whatever the timeouts in between; a ring that the caller fills still says MS_ELIMIT. */
+Test(streamer, next_with_a_timeout_delivers_the_same_tensors)
+{
+	char path[4096];
+	stgen_spec spec = small_spec(77);
+	uint64_t data_start = write_model(path, sizeof(path), "t.safetensors", &spec);
+	ms_streamer_options o = MS_STREAMER_OPTIONS_INIT;
+	ms_streamer *s = NULL;
+	const ms_tensor *t;
+	size_t got = 0;
+	int rc;
+
+	cr_assert_eq(ms_streamer_new(&s, NULL), 0);
+	cr_assert_eq(ms_streamer_add(s, path), 0);
+	while ((rc = ms_streamer_next_timeout(&t, s, 1)) >= 0) {
+		if (rc == 1)
+			continue;
+		for (uint64_t i = 0; i < t->size; i++)
+			cr_assert_eq(((const unsigned char *)t->data)[i],
+			             stgen_byte(77, t->file_offset - data_start + i));
+		got++;
+	}
+	cr_assert_eq(rc, MS_ITER_END, "%s", ms_error_last()->message);
+	cr_assert_eq(got, 42);
+	ms_streamer_free(s);
+	/* The largest tensor (the ring rounds up to a huge page): holding them all runs out. */
+	spec.large_count = 3;
+	spec.large_bytes = 3u << 20;
+	write_model(path, sizeof(path), "big.safetensors", &spec);
+	o.memory_limit = 0;
+	cr_assert_eq(ms_streamer_new(&s, &o), 0);
+	cr_assert_eq(ms_streamer_add(s, path), 0);
+	while ((rc = ms_streamer_next_timeout(&t, s, 1)) >= 0)
+		; /* nothing released */
+	cr_assert_eq(rc, MS_ELIMIT, "%s", ms_error_last()->message);
+	ms_streamer_free(s);
+	tu_tmpdir_remove();
+}

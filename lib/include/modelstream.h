@@ -509,6 +509,16 @@ MS_EXTERN int ms_streamer_tensor_at(ms_tensor *out, const ms_streamer *s, size_t
 MS_EXTERN int ms_streamer_next(const ms_tensor **out, ms_streamer *s);
 
 /**
+ * As ms_streamer_next(), but waits at most `timeout_ms` milliseconds (at least 1) for the
+ * next tensor: returns 1, with *out NULL and nothing consumed, when none was ready by
+ * then. For callers that must stay responsive while a slow store delivers (an
+ * interpreter that checks for Ctrl-C between calls). The first call still starts the
+ * workers, which may take longer.
+ * @return 0 with a tensor; 1 (not yet: call again); otherwise as ms_streamer_next().
+ */
+MS_EXTERN int ms_streamer_next_timeout(const ms_tensor **out, ms_streamer *s, unsigned timeout_ms);
+
+/**
  * Gives a delivered tensor's memory back to the arena. Call it once per tensor; the
  * tensor and its data must not be used afterwards in ring modes.
  * @return 0, MS_EINVAL (NULL, not delivered by this streamer, or released twice).

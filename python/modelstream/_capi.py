@@ -173,6 +173,8 @@ ms_streamer_tensor_at = _declare("ms_streamer_tensor_at", ctypes.c_int,
                                  ctypes.POINTER(ms_tensor), _p, ctypes.c_size_t)
 ms_streamer_next = _declare("ms_streamer_next", ctypes.c_int,
                             ctypes.POINTER(ctypes.POINTER(ms_tensor)), _p)
+ms_streamer_next_timeout = _declare("ms_streamer_next_timeout", ctypes.c_int,
+                                    ctypes.POINTER(ctypes.POINTER(ms_tensor)), _p, ctypes.c_uint)
 ms_tensor_release = _declare("ms_tensor_release", ctypes.c_int, _p, ctypes.POINTER(ms_tensor))
 ms_tensor_copy = _declare("ms_tensor_copy", ctypes.c_int, _p, ctypes.c_size_t,
                           ctypes.POINTER(ms_tensor))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import fnmatch
 import os
-import threading
 from typing import Collection, Dict, Iterator, List, Optional, Tuple
 
 from . import _capi
@@ -69,45 +68,30 @@ def _glob_escape(name: str) -> str:
 
 
 class _Next:
-    """ms_streamer_next() on a thread of its own, so that the caller's wait can be
-    interrupted: Ctrl-C cancels the stream (any thread may) and re-raises."""
+    """ms_streamer_next() in slices of SLICE_MS, so that the interpreter checks for
+    signals between them: Ctrl-C cancels the stream (the library allows it from any
+    point) and is raised within a slice, even while a slow store delivers."""
+
+    SLICE_MS = 100
 
     def __init__(self, handle: Handle):
         self.handle = handle
-        self.request = threading.Semaphore(0)
-        self.reply = threading.Semaphore(0)
-        self.result: Tuple[int, object, str] = (0, None, "")
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="modelstream-next", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self.request.acquire()
-            if self.stopping:
-                return
-            out = ctypes.POINTER(_capi.ms_tensor)()
-            rc = _capi.ms_streamer_next(ctypes.byref(out), self.handle.ptr)
-            # The message is the worker's thread-local one: carry it across.
-            message = "" if rc >= 0 else \
-                (_capi.ms_error_last().contents.message or b"").decode("utf-8", "replace")
-            self.result = (rc, out, message)
-            self.reply.release()
 
     def __call__(self):
-        self.request.release()
-        try:
-            self.reply.acquire()
-        except KeyboardInterrupt:
-            _capi.ms_streamer_cancel(self.handle.ptr)
-            self.reply.acquire()
-            raise
-        return self.result
+        while True:
+            out = ctypes.POINTER(_capi.ms_tensor)()
+            try:
+                rc = _capi.ms_streamer_next_timeout(ctypes.byref(out), self.handle.ptr,
+                                                    self.SLICE_MS)
+                if rc != 1:
+                    return rc, out
+                # Not yet: back in the interpreter, where a pending Ctrl-C is raised.
+            except KeyboardInterrupt:
+                _capi.ms_streamer_cancel(self.handle.ptr)
+                raise
 
     def stop(self) -> None:
-        self.stopping = True
-        self.request.release()
-        self.thread.join()
+        pass
 
 
 class SafetensorsStreamer:
@@ -233,11 +217,11 @@ class SafetensorsStreamer:
             return
         handle, call = self._handle, self._next
         while True:
-            rc, t, message = call()
+            rc, t = call()
             if rc == _capi.MS_ITER_END:
                 return
             if rc < 0:
-                raise _error(rc, message)
+                raise error_from_last(rc)
             yield t.contents.name.decode("utf-8", "replace"), make_tensor(handle, t,
                                                                           self._readonly)
 
@@ -247,11 +231,6 @@ class SafetensorsStreamer:
         if self._handle is not None:
             check(_capi.ms_streamer_stats(ctypes.byref(st), self._handle.ptr))
         return {name: getattr(st, name) for name, _ in st._fields_ if name != "struct_size"}
-
-
-def _error(rc: int, message: str):
-    from .errors import _BY_CODE, ModelStreamError  # noqa: PLC0415
-    return _BY_CODE.get(rc, ModelStreamError)(message, rc)
 
 
 def _apply_credentials(creds) -> None:
