@@ -313,7 +313,8 @@ style-check:
 # ---------------------------------------------------------------------------------------
 # Demo, bench, fuzz
 
-demo: deps
+demo:
+	@scripts/deps.sh demo
 	$(MAKE) --no-print-directory all
 	scripts/demo.sh $(B)
 

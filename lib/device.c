@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "device.h"
 #include "error.h"
 #include "sink_cuda.h"
@@ -88,14 +89,6 @@ struct ms__device {
 	batch open;
 	bool has_open;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -204,10 +197,10 @@ static int retire_one(ms__device *d, bool wait)
 	if ((rc = ms__cuda_done(d->cuda, b->event, wait)) != 0)
 		return rc;
 	if (b->pinned != NULL) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = ms__now_ns();
 
 		ms__cuda_unregister(d->cuda, b->pinned);
-		atomic_fetch_add_explicit(&d->pin_ns, now_ns() - t0, memory_order_relaxed);
+		atomic_fetch_add_explicit(&d->pin_ns, ms__now_ns() - t0, memory_order_relaxed);
 	}
 	for (size_t k = b->first; k < b->end; k++) {
 		bytes += tensor_of(d, k)->size;
@@ -270,10 +263,11 @@ static int open_batch(ms__device *d, size_t k, size_t x, const void *data)
 		uintptr_t lo = align_up(start, PAGE), hi = end / PAGE * PAGE;
 
 		if (hi > lo) {
-			uint64_t t0 = now_ns();
+			uint64_t t0 = ms__now_ns();
 
 			rc = ms__cuda_register(d->cuda, (const void *)lo, hi - lo, true);
-			atomic_fetch_add_explicit(&d->pin_ns, now_ns() - t0, memory_order_relaxed);
+			atomic_fetch_add_explicit(&d->pin_ns, ms__now_ns() - t0,
+			                          memory_order_relaxed);
 			if (rc == 0) {
 				d->open.pinned = (const unsigned char *)lo;
 				d->open.pinned_end = (const unsigned char *)hi;
@@ -465,18 +459,9 @@ int ms__device_start(ms__device *d, ms__engine *e, const ms__plan *plan, const m
 
 int ms__device_next(ms__device *d, long timeout_ms, size_t *out_index, uint64_t *out_ptr)
 {
-	struct timespec until;
+	struct timespec until = ms__deadline_in(timeout_ms > 0 ? (unsigned long)timeout_ms : 0);
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &until);
-	if (timeout_ms > 0) {
-		until.tv_sec += timeout_ms / 1000;
-		until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-	}
 	pthread_mutex_lock(&d->lock);
 	while (d->next_out >= d->copied && !d->finished &&
 	       !atomic_load_explicit(&d->stop, memory_order_acquire)) {

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "engine.h"
 #include "error.h"
 
@@ -83,14 +84,6 @@ struct ms__engine {
 	atomic_uint_fast64_t first_tensor_ns;
 	atomic_uint_fast64_t end_ns;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static uint64_t span_of(const ms__extent *x)
 {
@@ -237,7 +230,7 @@ int ms__engine_start(ms__engine *e, const ms__plan *plan, ms__source *const *sou
 		e->extents[i].complete = plan->extents[i].read_count == 0;
 		e->extents_done += e->extents[i].complete;
 	}
-	atomic_store_explicit(&e->start_ns, now_ns(), memory_order_relaxed);
+	atomic_store_explicit(&e->start_ns, ms__now_ns(), memory_order_relaxed);
 	e->started = 1;
 	for (size_t i = 0; i < opts->concurrency && i < plan->read_count; i++) {
 		int err = pthread_create(&e->threads[i], NULL, worker_main, e);
@@ -256,28 +249,13 @@ done:
 	return rc;
 }
 
-/* The absolute CLOCK_REALTIME time `ms` milliseconds from now. */
-static struct timespec deadline_in(unsigned ms)
-{
-	struct timespec until;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	return until;
-}
-
 /* next(), try_next() and next_timed(): `timeout_ms` < 0 waits for as long as it takes;
  * 0 returns 1 instead of waiting (and instead of the MS_ELIMIT that waiting could not
  * end: the caller is about to release what it holds); > 0 returns 1 once that long has
  * passed. */
 static int next(ms__engine *e, long timeout_ms, size_t *out_index, const void **out_data)
 {
-	struct timespec until = deadline_in(timeout_ms > 0 ? (unsigned)timeout_ms : 0);
+	struct timespec until = ms__deadline_in(timeout_ms > 0 ? (unsigned)timeout_ms : 0);
 	const ms__plan *plan = e->plan;
 	const ms__extent *x;
 	extent_state *st;
@@ -343,9 +321,10 @@ static int next(ms__engine *e, long timeout_ms, size_t *out_index, const void **
 		e->next_tensor++;
 		atomic_fetch_add_explicit(&e->bytes_delivered, t->size, memory_order_relaxed);
 		if (atomic_fetch_add_explicit(&e->tensors_delivered, 1, memory_order_relaxed) == 0)
-			atomic_store_explicit(&e->first_tensor_ns, now_ns(), memory_order_relaxed);
+			atomic_store_explicit(&e->first_tensor_ns, ms__now_ns(),
+			                      memory_order_relaxed);
 		if (e->next_tensor == plan->tensor_count)
-			atomic_store_explicit(&e->end_ns, now_ns(), memory_order_relaxed);
+			atomic_store_explicit(&e->end_ns, ms__now_ns(), memory_order_relaxed);
 	}
 done:
 	pthread_mutex_unlock(&e->lock);
@@ -400,7 +379,7 @@ done:
 
 int ms__engine_wait(ms__engine *e, unsigned timeout_ms)
 {
-	struct timespec until = deadline_in(timeout_ms);
+	struct timespec until = ms__deadline_in(timeout_ms);
 	int rc;
 
 	pthread_mutex_lock(&e->lock);
@@ -469,7 +448,7 @@ void ms__engine_stats(const ms__engine *e, ms_stats *out)
 	out->bytes_delivered = atomic_load_explicit(&e->bytes_delivered, memory_order_relaxed);
 	out->tensors_delivered = atomic_load_explicit(&e->tensors_delivered, memory_order_relaxed);
 	out->time_to_first_tensor_ns = start != 0 && first != 0 ? first - start : 0;
-	out->elapsed_ns = start == 0 ? 0 : (end != 0 ? end : now_ns()) - start;
+	out->elapsed_ns = start == 0 ? 0 : (end != 0 ? end : ms__now_ns()) - start;
 	/* Start writes the arena and the plan under the lock, maybe on another thread. The
 	 * const is cast away only to take the lock. */
 	pthread_mutex_lock((pthread_mutex_t *)&e->lock);

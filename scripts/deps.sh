@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing modelstream needs, and only what is missing:
 # Debian/Ubuntu packages through apt-get, Python packages through pip.
-#   scripts/deps.sh          build + test (what `make test` and `make demo` need)
+#   scripts/deps.sh          build + test (what `make test` needs)
+#   scripts/deps.sh demo     build + what `make demo` runs (without torch and Run:ai)
 #   scripts/deps.sh fuzz     + clang with libFuzzer
 #   scripts/deps.sh bench    + Run:ai Model Streamer (with its S3 back end) and torch (large)
 #                              for `make bench`
@@ -15,10 +16,10 @@ packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
 optional=(clang libclang-rt-dev)
 case "$profile" in
-  test) ;;
+  test | demo) ;;
   fuzz) packages+=("${optional[@]}"); optional=() ;;
   bench) ;;  # nginx and curl, for the S3 rows, are in the base list
-  *) echo "deps.sh: unknown profile '$profile' (test, fuzz, bench)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown profile '$profile' (test, demo, fuzz, bench)" >&2; exit 2 ;;
 esac
 
 sudo=()
@@ -80,9 +81,11 @@ command -v hadolint >/dev/null 2>&1 || python3 -c 'import importlib.metadata as 
 python3 -c 'import helm_python' 2>/dev/null || need_py+=(helm-python-sdk)
 python3 -c 'import yaml' 2>/dev/null || need_py+=(pyyaml)
 python3 -c 'import kubernetes_validate' 2>/dev/null || need_py+=(kubernetes-validate)
-if [ "$profile" = bench ]; then
-  python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer)
+# The Python package's tests compare it with torch, safetensors.torch and Run:ai Model
+# Streamer (torch from PyPI brings its CUDA libraries: about 3 GB, a minute here).
+if [ "$profile" != demo ]; then
   python3 -c 'import torch' 2>/dev/null || need_py+=(torch)
+  python3 -c 'import runai_model_streamer' 2>/dev/null || need_py+=(runai-model-streamer==0.17.1)
 fi
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "deps: pip installing ${need_py[*]}"

@@ -7,7 +7,6 @@
  */
 #include <criterion/criterion.h>
 #include <dlfcn.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,21 +15,16 @@
 
 #include "modelstream.h"
 #include "sink_cuda.h"
+#include "support/testutil.h"
 
 TestSuite(cuda, .timeout = 30);
 
 /* Points the library at the fake driver next to this test's binary. */
 static void use_fake_driver(const char *devices, const char *init_error)
 {
-	char exe[PATH_MAX], path[PATH_MAX + 32];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char path[PATH_MAX];
 
-	cr_assert_gt(n, 0);
-	exe[n] = '\0';
-	snprintf(path, sizeof(path), "%s/libfakecuda.so", dirname(exe));
-	cr_assert_eq(access(path, R_OK), 0, "%s is built with the test", path);
-	setenv("MODELSTREAM_CUDA_DRIVER", path, 1);
-	setenv("FAKE_CUDA_DEVICES", devices, 1);
+	tu_use_fake_cuda(path, sizeof(path), devices);
 	if (init_error != NULL)
 		setenv("FAKE_CUDA_INIT_ERROR", init_error, 1);
 }

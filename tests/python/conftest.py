@@ -50,6 +50,11 @@ def models(tmp_path_factory):
         "other": mkmodel(str(d / "other.safetensors"), "--seed", "4", "--small-count", "50",
                          "--large-count", "1", "--large-bytes", "3M"),
         "dir": str(d),
+        # The dtypes torch, safetensors.torch and Run:ai all read (no F4/F6, no E8M0).
+        "torchable": mkmodel(str(d / "torchable.safetensors"), "--seed", "5",
+                             "--small-count", "300", "--small-max-bytes", "9001",
+                             "--large-count", "2", "--large-bytes", "1M", "--dtypes",
+                             "BOOL,U8,I8,I16,F16,BF16,I32,F32,I64,F64,F8_E4M3,F8_E5M2"),
     }
 
 

@@ -80,7 +80,8 @@ def test_several_files_and_a_directory(models):
     check_all(got, [models["small"], models["other"]])
     with SafetensorsStreamer() as s:
         s.stream_file(models["dir"])  # a model directory: its *.safetensors in name order
-        check_all(s.get_tensors(), [models["other"], models["small"]])  # name order
+        check_all(s.get_tensors(), [models["other"], models["small"],
+                                    models["torchable"]])  # name order
 
 
 def test_tensor_names_select(models):
@@ -172,7 +173,8 @@ def test_s3(models, s3):
 
 def test_list_safetensors(models, s3):
     assert modelstream.list_safetensors(models["dir"]) == sorted(
-        os.path.join(models["dir"], f) for f in ("other.safetensors", "small.safetensors"))
+        os.path.join(models["dir"], f)
+        for f in ("other.safetensors", "small.safetensors", "torchable.safetensors"))
     assert modelstream.list_safetensors(s3) == [s3 + "other.safetensors",
                                                 s3 + "small.safetensors"]
 

@@ -110,3 +110,20 @@ const char *tu_table_getenv(const char *name, void *payload)
 			return *entry + n + 1;
 	return NULL;
 }
+
+void tu_use_fake_cuda(char *out, size_t size, const char *devices)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+
+	cr_assert_gt(n, 0);
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	cr_assert_not_null(slash);
+	*slash = '\0';
+	snprintf(out, size, "%s/libfakecuda.so", exe);
+	cr_assert_eq(access(out, R_OK), 0, "%s is built with the test", out);
+	setenv("MODELSTREAM_CUDA_DRIVER", out, 1);
+	setenv("FAKE_CUDA_DEVICES", devices, 1);
+}

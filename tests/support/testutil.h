@@ -50,4 +50,8 @@ const char *tu_table_getenv(const char *name, void *payload);
  */
 int tu_leaks_found(void);
 
+/** Points the library at the stand-in CUDA driver built next to the test's binary
+ * (libfakecuda.so), with `devices` devices; its path goes to `out` (size PATH_MAX). */
+void tu_use_fake_cuda(char *out, size_t size, const char *devices);
+
 #endif
