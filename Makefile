@@ -48,7 +48,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress python-install python-tests wheel test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress python-install python-tests wheel bench-python test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -322,6 +322,12 @@ BENCH_ARGS ?= --hugepages 2100
 bench: all $(B)/memcpy_bench
 	scripts/deps.sh bench
 	python3 tests/bench/run_bench.py --build $(B) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-python
+
+# The Python package against Run:ai, safetensors and fastsafetensors, in-process.
+bench-python: python-install
+	python3 -m pip install -q fastsafetensors 2>/dev/null || true
+	python3 tests/bench/python_bench.py --build $(B)
 
 $(B)/memcpy_bench: tests/bench/memcpy_bench.c
 	@mkdir -p $(@D)
