@@ -277,8 +277,6 @@ static int open_batch(ms__device *d, size_t k, size_t x, const void *data)
 				             "those copies go from pageable memory",
 				             ms__cuda_name(d->cuda), e->file_index,
 				             ms_error_last()->message);
-				atomic_fetch_add_explicit(&d->pageable_copies, 1,
-				                          memory_order_relaxed);
 			}
 		}
 	}
@@ -353,6 +351,7 @@ static int take(ms__device *d, size_t k, const void *data)
 			return rc;
 		return copy(d, dst + (uint64_t)(b - src), b, (uint64_t)(end - b));
 	}
+	/* Neither the ring nor the extent's pages are pinned: the driver stages this one. */
 	if (d->staging == NULL)
 		atomic_fetch_add_explicit(&d->pageable_copies, 1, memory_order_relaxed);
 	return copy(d, dst, src, t->size);
@@ -418,8 +417,6 @@ int ms__device_start(ms__device *d, ms__engine *e, const ms__plan *plan, const m
 	d->plan = plan;
 	d->table = table;
 	d->mapped = mapped;
-	if (!mapped && d->staging == NULL)
-		d->mode = MS_DEVICE_COPY_PAGEABLE;
 	d->ptrs = ms__calloc(plan->tensor_count + 1, sizeof(*d->ptrs));
 	if (d->ptrs == NULL)
 		return ms__error_set(MS_ENOMEM, "%s: out of memory", ms__cuda_name(d->cuda));
@@ -459,8 +456,11 @@ int ms__device_start(ms__device *d, ms__engine *e, const ms__plan *plan, const m
 
 int ms__device_next(ms__device *d, long timeout_ms, size_t *out_index, uint64_t *out_ptr)
 {
-	struct timespec until = ms__deadline_in(timeout_ms > 0 ? (unsigned long)timeout_ms : 0);
+	struct timespec until = {0};
 	int rc = 0;
+
+	if (timeout_ms > 0) /* no clock read for the untimed wait, once per tensor */
+		until = ms__deadline_in((unsigned long)timeout_ms);
 
 	pthread_mutex_lock(&d->lock);
 	while (d->next_out >= d->copied && !d->finished &&

@@ -255,13 +255,15 @@ done:
  * passed. */
 static int next(ms__engine *e, long timeout_ms, size_t *out_index, const void **out_data)
 {
-	struct timespec until = ms__deadline_in(timeout_ms > 0 ? (unsigned)timeout_ms : 0);
+	struct timespec until = {0};
 	const ms__plan *plan = e->plan;
 	const ms__extent *x;
 	extent_state *st;
 	size_t index;
 	int rc = 0;
 
+	if (timeout_ms > 0) /* no clock read for the untimed wait, once per tensor */
+		until = ms__deadline_in((unsigned)timeout_ms);
 	pthread_mutex_lock(&e->lock);
 	if (!e->started) {
 		rc = ms__error_set(MS_ESTATE, "the engine has not been started");

@@ -13,8 +13,6 @@ SafetensorsStreamer context has exited; the C streamer is freed when the last on
 
 from __future__ import annotations
 
-import ctypes
-
 from . import _capi
 
 try:  # optional: torch tensors when torch is installed, numpy arrays otherwise
@@ -58,6 +56,15 @@ def _numpy_dtypes():
 
 
 TORCH = _torch_dtypes()
+TORCH_ITEMSIZE = {k: torch.empty(0, dtype=v).element_size() for k, v in TORCH.items()}
+if torch is not None:
+    import warnings
+
+    # Mapped delivery hands torch the file's read-only pages on purpose (see streamer.py):
+    # its warning about that is silenced for this module's calls, once, instead of around
+    # every tensor.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                            category=UserWarning, module=r"modelstream\._tensors")
 NUMPY = _numpy_dtypes()
 
 
@@ -123,15 +130,8 @@ def make_tensor(handle: Handle, t, readonly: bool):
     else:
         raw = np.asarray(lease)
     if torch is not None:
-        dtype = TORCH.get(name)
-        itemsize = torch.empty(0, dtype=dtype).element_size() if dtype is not None else 1
-        if raw.size and raw.ctypes.data % itemsize:
+        if raw.size and raw.ctypes.data % TORCH_ITEMSIZE.get(name, 1):
             raw = raw.copy()  # Run:ai does the same for an address its dtype cannot use
-        if readonly:
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # read-only mapped pages
-                return _typed_torch(torch.from_numpy(raw), name, shape)
         return _typed_torch(torch.from_numpy(raw), name, shape)
     dtype = NUMPY.get(name)
     if dtype is None and name.startswith("F8"):
@@ -148,17 +148,3 @@ def _typed_torch(raw, name: str, shape: tuple):
     if dtype is None:
         return raw  # F4, F6: the packed bytes, as Run:ai gives them
     return raw.view(dtype).reshape(shape)
-
-
-def to_bytes(t) -> bytes:
-    """The tensor's bytes copied to the host (any device), for checks and numpy callers."""
-    c = t.contents
-    buf = ctypes.create_string_buffer(int(c.size) or 1)
-    if _capi.ms_tensor_copy(buf, int(c.size), t) < 0:
-        raise _capi_error()
-    return buf.raw[: int(c.size)]
-
-
-def _capi_error():
-    from .errors import error_from_last  # noqa: PLC0415 - avoids a cycle at import
-    return error_from_last()

@@ -90,9 +90,6 @@ class _Next:
                 _capi.ms_streamer_cancel(self.handle.ptr)
                 raise
 
-    def stop(self) -> None:
-        pass
-
 
 class SafetensorsStreamer:
     """Streams the tensors of safetensors files, in file order; a context manager.
@@ -120,9 +117,7 @@ class SafetensorsStreamer:
 
     def close(self) -> None:
         """Stops streaming. Tensors already yielded stay valid while they are held."""
-        if self._next is not None:
-            self._next.stop()
-            self._next = None
+        self._next = None
         if self._handle is not None:
             _capi.ms_streamer_cancel(self._handle.ptr)
             self._handle = None  # freed once no yielded tensor holds it

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/run.sh - the GPU check in one call, in under 5 minutes, on a machine with an
+# tests/gpu/run.sh - the GPU check in one call, sized to take under 5 minutes, on a machine with an
 # NVIDIA GPU (the device tool's: `run` with carry=["gpu-carry"], command
 # "bash tests/gpu/run.sh").
 #

@@ -255,3 +255,19 @@ def test_a_real_checkpoint_equals_what_safetensors_gives(minilm):
         w = want[name]
         a = t.numpy() if torch is not None else t
         assert a.dtype == w.dtype and a.shape == w.shape and a.tobytes() == w.tobytes(), name
+
+
+def test_mapped_delivery_gives_the_files_pages(models, monkeypatch):
+    """MODELSTREAM_DELIVER=mapped: zero copy from the page cache, the same bytes; a bad
+    value is one error naming it."""
+    monkeypatch.setenv("MODELSTREAM_DELIVER", "mapped")
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        got = list(s.get_tensors())
+        assert s.stats()["delivery"] == 1  # MS_DELIVER_MAPPED
+        assert s.stats()["arena_bytes"] == 0
+    check_all(got, [models["small"]])
+    monkeypatch.setenv("MODELSTREAM_DELIVER", "sideways")
+    with SafetensorsStreamer() as s, pytest.raises(modelstream.InvalidArgumentError,
+                                                   match="MODELSTREAM_DELIVER=sideways"):
+        s.stream_file(models["small"])
