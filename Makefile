@@ -48,7 +48,7 @@ STATIC    := $(B)/libmodelstream.a
 CLI       := $(B)/modelstream
 MKMODEL   := $(B)/mkmodel
 
-.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress python-install python-tests wheel bench-python test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
+.PHONY: all lib cli gpu-tools gpu-rehearsal device-stress python-install python-tests vllm-tests wheel bench-python test test-unit test-fast check-sanitizers stress valgrind crosscheck cli-tests sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests e2e deps demo bench fuzz fuzz-regress \
         headercheck format format-check style-check install install-check uninstall clean
 
 all: lib cli $(MKMODEL) $(B)/modelstream.pc
@@ -148,6 +148,18 @@ python-tests: python-install $(MKMODEL)
 	cd tests/python && MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pytest -q -p no:cacheprovider . \
 	  | tee $(abspath $(B))/python-tests.log
 
+# The vLLM load format against vLLM itself, in the virtual environment scripts/deps.sh
+# makes for it (vLLM pins its own torch): the package installed there, test_vllm.py run by
+# its Python.
+VLLM_VENV ?= $(or $(MODELSTREAM_VLLM_VENV),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/modelstream/vllm-0.33.0)
+vllm-tests: lib $(MKMODEL)
+	@test -x $(VLLM_VENV)/bin/python || { echo "vllm-tests: no vLLM in $(VLLM_VENV): run scripts/deps.sh"; exit 1; }
+	MODELSTREAM_BUILD=$(abspath $(B)) $(VLLM_VENV)/bin/python -m pip install -q --no-deps \
+	  --no-build-isolation --force-reinstall ./python
+	cd tests/python && MODELSTREAM_BUILD=$(abspath $(B)) MODELSTREAM_NEED_VLLM=1 \
+	  $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider test_vllm.py \
+	  | tee $(abspath $(B))/vllm-tests.log
+
 # A wheel that carries libmodelstream.so.1, for pip install elsewhere (make wheel).
 wheel: lib
 	rm -rf python/build && MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pip wheel -q --no-deps \
@@ -176,8 +188,8 @@ test: deps
 	$(MAKE) --no-print-directory format-check style-check headercheck cuda-check
 	$(MAKE) --no-print-directory all install-check fuzz-regress
 	rm -f build*/unit-results.txt build*/crosscheck.log build*/cli-tests.log build*/stress.log build*/valgrind.log build*/s3fault.log build*/s3-tests.log build*/moto-tests.log build*/creds-tests.log build*/cache-tests.log build*/netns-tests.log build*/server-tests.log build*/agent-tests.log \
-	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log build*/gpu-rehearsal.log build*/python-tests.log
-	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests python-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e gpu-rehearsal check-sanitizers \
+	  build*/chart-tests.log build*/image-tests.log build*/e2e.log build*/device-stress.log build*/gpu-rehearsal.log build*/python-tests.log build*/vllm-tests.log
+	@rc=0; $(MAKE) --no-print-directory -k test-unit crosscheck cli-tests python-tests vllm-tests valgrind sigv4-vectors s3fault-selftest s3-tests moto-tests creds-tests cache-tests netns-tests server-tests agent-tests chart-tests image-tests e2e gpu-rehearsal check-sanitizers \
 	  || rc=$$?; tests/summary.sh build build-address-undefined build-thread || rc=1; exit $$rc
 
 # Unit tests of one build (SANITIZE=... picks which), with huge pages reserved for one

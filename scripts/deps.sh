@@ -10,7 +10,7 @@ set -euo pipefail
 
 profile=${1:-test}
 packages=(gcc make pkg-config libcjson-dev libcriterion-dev libssl-dev libexpat1-dev libcurl4-openssl-dev libyaml-dev libwebsockets-dev clang-format valgrind
-          python3 python3-pip procps curl iproute2 nginx prometheus
+          python3 python3-pip python3-venv procps curl iproute2 nginx prometheus
           podman runc mmdebstrap containernetworking-plugins)
 # libFuzzer: the test run replays the fuzz corpus when it is there. Package names differ
 # across releases, so these are installed on a best-effort basis (and required for fuzz).
@@ -90,6 +90,19 @@ fi
 if [ ${#need_py[@]} -gt 0 ]; then
   echo "deps: pip installing ${need_py[*]}"
   pip_install "${need_py[@]}"
+fi
+# vLLM, for the `modelstream` load format's tests (make vllm-tests), in a virtual
+# environment of its own: it pins its own torch and brings some 170 packages (about 10 GB,
+# 3 minutes here), none of which the rest of the tests should run on. The pinned release
+# is one whose pins PyPI can satisfy (0.34.0's flashinfer-python==0.7.3 is not there).
+vllm_venv=${MODELSTREAM_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/modelstream/vllm-0.33.0}
+if [ "$profile" != demo ] &&
+   ! "$vllm_venv/bin/python" -c 'import vllm, pytest, boto3, moto.server, numpy' 2>/dev/null; then
+  echo "deps: pip installing vllm==0.33.0 into $vllm_venv (about 10 GB)"
+  rm -rf "$vllm_venv"
+  python3 -m venv "$vllm_venv"
+  "$vllm_venv/bin/python" -m pip install -q --no-cache-dir vllm==0.33.0 pytest boto3 \
+    'moto[server]' 'setuptools>=61' wheel
 fi
 if [ "$profile" = bench ]; then
   # Run:ai's S3 back end (libstreamers3.so) is loaded by the base package's libstreamer.so:

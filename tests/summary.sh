@@ -10,7 +10,7 @@ for dir in "$@"; do
     passed=$((passed + p)); failed=$((failed + f))
   fi
   for log in "$dir"/crosscheck.log "$dir"/cli-tests.log "$dir"/stress.log "$dir"/valgrind.log "$dir"/s3fault.log "$dir"/s3-tests.log "$dir"/moto-tests.log "$dir"/creds-tests.log "$dir"/cache-tests.log "$dir"/netns-tests.log "$dir"/server-tests.log "$dir"/agent-tests.log \
-             "$dir"/chart-tests.log "$dir"/image-tests.log "$dir"/e2e.log "$dir"/device-stress.log "$dir"/gpu-rehearsal.log "$dir"/python-tests.log; do
+             "$dir"/chart-tests.log "$dir"/image-tests.log "$dir"/e2e.log "$dir"/device-stress.log "$dir"/gpu-rehearsal.log "$dir"/python-tests.log "$dir"/vllm-tests.log; do
     [ -f "$log" ] || continue
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
     [ -n "$line" ] || { failed=$((failed + 1)); continue; }

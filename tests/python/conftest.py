@@ -127,6 +127,15 @@ def s3(models):
                 os.environ[k] = v
 
 
+def pytest_configure(config):
+    """The package silences torch's warning about read-only pages once, at import
+    (_tensors.py); pytest restores the warning filters after each test, which would undo
+    that, so the tests silence it too. test_vllm.py checks, in a child process, that a
+    user sees no such warning."""
+    config.addinivalue_line("filterwarnings",
+                            "ignore:The given NumPy array is not writable:UserWarning")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The closing line every test suite of `make test` ends with (tests/summary.sh)."""
     stats = terminalreporter.stats
