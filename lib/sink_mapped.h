@@ -29,8 +29,12 @@ void ms__mapping_close(ms__mapping *m);
  */
 int ms__mapping_populate(const ms__mapping *m, uint64_t offset, uint64_t length, const char *what);
 
-/** The fraction (0..1) of the file's pages in the page cache (mincore), 1 if unknown. */
-double ms__resident_fraction(int fd, uint64_t size);
+/**
+ * The fraction (0..1) of the file's pages in the page cache (mincore), 1 if unknown. With
+ * `estimate`, from a sample of evenly spaced windows (a fixed cost, whatever the size);
+ * without, from every page.
+ */
+double ms__resident_fraction(int fd, uint64_t size, bool estimate);
 
 /** True if the file is on tmpfs: in memory, whatever mincore says. */
 bool ms__on_tmpfs(int fd);

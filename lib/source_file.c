@@ -4,9 +4,9 @@
  * Reading a file that is already in the page cache is a memory copy, and O_DIRECT would
  * throw that away and go to the device. Reading a file that is not cached through the
  * page cache costs an extra copy and evicts other data. So in auto mode the file is
- * mapped (not touched) and mincore(2) tells how much of it is resident: a large file
- * that is mostly absent is read with O_DIRECT, anything else through the cache. File
- * systems that refuse O_DIRECT (tmpfs) fall back to buffered reads in auto mode.
+ * mapped (not touched) and mincore(2), on a sample of its pages, tells how much of it is
+ * resident: a large file that is mostly absent is read with O_DIRECT, anything else
+ * through the cache. A file on tmpfs is memory: it is never measured, and read buffered.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +27,7 @@ typedef struct {
 	ms__source base;
 	int fd;
 	char *path;
-	double resident; /* the fraction in the page cache when opened; < 0: not measured */
+	double resident; /* the fraction of every page in the page cache; < 0: not measured */
 } file_source;
 
 static int file_read_range(ms__source *src, void *dst, uint64_t offset, size_t length)
@@ -77,8 +77,7 @@ static int file_map(ms__source *src, ms__mapping *out)
 	return ms__mapping_open(out, f->fd, src->size, f->path);
 }
 
-/* On tmpfs, or every page in the page cache: measured at open for direct I/O's sake, or
- * now. */
+/* On tmpfs, or every page in the page cache (each one looked at, once). */
 static bool file_in_memory(ms__source *src)
 {
 	file_source *f = (file_source *)src;
@@ -86,7 +85,7 @@ static bool file_in_memory(ms__source *src)
 	if (ms__on_tmpfs(f->fd))
 		return true;
 	if (f->resident < 0)
-		f->resident = ms__resident_fraction(f->fd, src->size);
+		f->resident = ms__resident_fraction(f->fd, src->size, false);
 	return f->resident >= 1.0;
 }
 
@@ -127,9 +126,9 @@ int ms__source_file_open(ms__source **out, const char *path, ms_direct_io direct
 		rc = ms__error_set(MS_EFORMAT, "%s: not a regular file", path);
 		goto done;
 	}
-	if (direct_io == MS_DIRECT_IO_AUTO && (uint64_t)st.st_size >= DIRECT_MIN_FILE_SIZE)
-		use_direct =
-		    (f->resident = ms__resident_fraction(f->fd, (uint64_t)st.st_size)) < 0.5;
+	if (direct_io == MS_DIRECT_IO_AUTO && (uint64_t)st.st_size >= DIRECT_MIN_FILE_SIZE &&
+	    !ms__on_tmpfs(f->fd))
+		use_direct = ms__resident_fraction(f->fd, (uint64_t)st.st_size, true) < 0.5;
 	if (use_direct) {
 		int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "sink_mapped.h"
 #include "source.h"
 #include "support/stgen.h"
 #include "support/testutil.h"
@@ -307,6 +308,37 @@ Test(source_file, auto_mode_follows_the_page_cache)
 	cr_assert_eq(ms__source_file_open(&src, path, MS_DIRECT_IO_OFF), 0);
 	cr_assert_eq(src->direct_io, 0);
 	ms__source_close(src);
+}
+
+/* The open-time estimate samples the file's pages; it must still tell a half-cached file
+ * from a cached one, as every page counted does. */
+Test(source_file, the_sampled_residency_is_near_every_page_counted)
+{
+	size_t size = 96u << 20;
+	char path[4096];
+	double exact, estimate;
+	int fd;
+
+	make_file(path, sizeof(path), "half.bin", size);
+	read_whole_file(path);
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_float_eq(ms__resident_fraction(fd, size, true), 1.0, 1e-9);
+	cr_assert_float_eq(ms__resident_fraction(fd, size, false), 1.0, 1e-9);
+	/* Every other 8 MiB stretch out of the cache: about half, spread over the file. */
+	cr_assert_eq(fsync(fd), 0);
+	for (size_t at = 0; at < size; at += 16u << 20)
+		(void)posix_fadvise(fd, (off_t)at, 8 << 20, POSIX_FADV_DONTNEED);
+	exact = ms__resident_fraction(fd, size, false);
+	if (exact > 0.75)
+		SKIP("the file system kept %.0f%% of the file cached after POSIX_FADV_DONTNEED",
+		     100 * exact);
+	estimate = ms__resident_fraction(fd, size, true);
+	cr_assert_float_eq(estimate, exact, 0.05, "sampled %.3f, every page %.3f", estimate, exact);
+	/* A file smaller than the sample is counted page by page. */
+	cr_assert_float_eq(ms__resident_fraction(fd, 1 << 20, true),
+	                   ms__resident_fraction(fd, 1 << 20, false), 1e-9);
+	close(fd);
 }
 
 typedef struct {

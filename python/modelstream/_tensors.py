@@ -84,22 +84,21 @@ class _Lease:
     """One delivered tensor's memory: host bytes by __array_interface__, device bytes by
     __cuda_array_interface__; released when nothing refers to it any more."""
 
-    def __init__(self, handle: Handle, t, readonly: bool):
+    __slots__ = ("handle", "tensor", "size", "__array_interface__",
+                 "__cuda_array_interface__", "__weakref__")
+
+    def __init__(self, handle: Handle, t, c, readonly: bool):
         self.handle = handle
         self.tensor = t  # ctypes.POINTER(ms_tensor), valid until released
-        c = t.contents
-        self.size = int(c.size)
-        data = c.device_ptr if c.device >= 0 else (c.data or 0)
-        # A zero-byte tensor still needs an address numpy and torch accept.
-        self.address = data
-        iface = {"shape": (self.size,), "typestr": "|u1", "data": (data, readonly),
-                 "version": 3}
+        self.size = size = c.size
         if c.device >= 0:
-            iface["strides"] = None
-            iface["stream"] = None  # the copy has completed: no stream to wait on
-            self.__cuda_array_interface__ = iface
+            self.__cuda_array_interface__ = {
+                "shape": (size,), "typestr": "|u1", "data": (c.device_ptr, readonly),
+                "version": 3, "strides": None,
+                "stream": None}  # the copy has completed: no stream to wait on
         else:
-            self.__array_interface__ = iface
+            self.__array_interface__ = {"shape": (size,), "typestr": "|u1",
+                                        "data": (c.data or 0, readonly), "version": 3}
 
     def __del__(self):
         if self.tensor is not None and self.handle.ptr:
@@ -108,7 +107,7 @@ class _Lease:
 
 
 def shape_of(c) -> tuple:
-    return tuple(int(c.shape[i]) for i in range(c.ndim)) if c.ndim else ()
+    return tuple(c.shape[:c.ndim])
 
 
 def make_tensor(handle: Handle, t, readonly: bool):
@@ -116,8 +115,8 @@ def make_tensor(handle: Handle, t, readonly: bool):
     copy unless its address does not suit its dtype (then copied, and released at once)."""
     c = t.contents
     name = DTYPES[c.dtype] if 0 <= c.dtype < len(DTYPES) else "U8"
-    shape = shape_of(c)
-    lease = _Lease(handle, t, readonly)
+    shape = tuple(c.shape[:c.ndim])
+    lease = _Lease(handle, t, c, readonly)
     if c.device >= 0:
         if torch is None:
             raise RuntimeError(f"{c.name.decode()}: a CUDA tensor needs torch")
@@ -127,10 +126,12 @@ def make_tensor(handle: Handle, t, readonly: bool):
     if lease.size == 0:
         del lease
         raw = np.empty(0, dtype=np.uint8)
+        address = 0
     else:
         raw = np.asarray(lease)
+        address = c.data
     if torch is not None:
-        if raw.size and raw.ctypes.data % TORCH_ITEMSIZE.get(name, 1):
+        if address % TORCH_ITEMSIZE.get(name, 1):
             raw = raw.copy()  # Run:ai does the same for an address its dtype cannot use
         return _typed_torch(torch.from_numpy(raw), name, shape)
     dtype = NUMPY.get(name)
@@ -138,7 +139,7 @@ def make_tensor(handle: Handle, t, readonly: bool):
         dtype = np.dtype(np.uint8)  # one byte each: the raw bits, in the tensor's shape
     if dtype is None:
         return raw  # sub-byte types (F4, F6): the packed bytes
-    if raw.size and raw.ctypes.data % dtype.itemsize:
+    if address % dtype.itemsize:
         raw = raw.copy()
     return raw.view(dtype).reshape(shape)
 

@@ -23,7 +23,7 @@ import os
 from typing import Collection, Dict, Iterator, List, Optional, Tuple
 
 from . import _capi
-from ._tensors import DTYPES, Handle, make_tensor, shape_of
+from ._tensors import DTYPES, Handle, make_tensor
 from .errors import InvalidArgumentError, NotFoundError, check, error_from_last
 
 SAFETENSORS_PATTERN = "*.safetensors"
@@ -102,8 +102,9 @@ class SafetensorsStreamer:
     """
 
     def __init__(self) -> None:
-        self.files_to_tensors_metadata: Dict[int, List[TensorMetadata]] = {}
-        self.total_size = 0
+        self._metadata: Optional[Dict[int, List[TensorMetadata]]] = None
+        self._tensor_names: Optional[Collection[str]] = None
+        self._total_size = 0
         self.device_str: Optional[str] = None
         self._handle: Optional[Handle] = None
         self._next: Optional[_Next] = None
@@ -119,6 +120,8 @@ class SafetensorsStreamer:
         """Stops streaming. Tensors already yielded stay valid while they are held."""
         self._next = None
         if self._handle is not None:
+            if self._metadata is None:
+                self._describe()  # Run:ai's stays readable after the stream: so does ours
             _capi.ms_streamer_cancel(self._handle.ptr)
             self._handle = None  # freed once no yielded tensor holds it
 
@@ -173,16 +176,38 @@ class SafetensorsStreamer:
             check(_capi.ms_streamer_add(handle.ptr, _encode(str(p))))
         self._handle = handle
         self.device_str = device
-        self._describe(tensor_names)
+        self._metadata = None
+        self._tensor_names = tensor_names
+        if tensor_names is not None:
+            self._describe()  # a name that is not there is an error now, as with Run:ai
         self._next = _Next(handle)
 
-    def _describe(self, tensor_names) -> None:
+    @property
+    def files_to_tensors_metadata(self) -> Dict[int, List[TensorMetadata]]:
+        """{file index: [TensorMetadata]} of the files stream_files was given, in data
+        order. Built on first use: streaming does not wait for it."""
+        if self._metadata is None:
+            self._describe()
+        return self._metadata
+
+    @property
+    def total_size(self) -> int:
+        """The bytes of every tensor to be streamed."""
+        if self._metadata is None:
+            self._describe()
+        return self._total_size
+
+    def _describe(self) -> None:
         """files_to_tensors_metadata and total_size, from the library's tensor table."""
+        tensor_names = self._tensor_names
+        self._metadata, self._total_size = {}, 0
+        if self._handle is None:
+            return
         h = self._handle.ptr
-        self.files_to_tensors_metadata = {i: [] for i in range(_capi.ms_streamer_file_count(h))}
-        self.total_size = 0
+        metadata = {i: [] for i in range(_capi.ms_streamer_file_count(h))}
+        total = 0
         data_start = {}
-        for i in self.files_to_tensors_metadata:
+        for i in metadata:
             info = _capi.ms_file_info(struct_size=ctypes.sizeof(_capi.ms_file_info))
             check(_capi.ms_streamer_file_info(ctypes.byref(info), h, i))
             data_start[i] = 8 + info.header_size
@@ -194,16 +219,17 @@ class SafetensorsStreamer:
             if tensor_names is not None and name not in tensor_names:
                 continue
             seen.add(name)
-            start = int(t.file_offset) - data_start[t.file_index]
-            self.files_to_tensors_metadata[t.file_index].append(TensorMetadata(
-                name, DTYPES[t.dtype], list(shape_of(t)), start, start + int(t.size)))
-            self.total_size += int(t.size)
+            start = t.file_offset - data_start[t.file_index]
+            metadata[t.file_index].append(TensorMetadata(
+                name, DTYPES[t.dtype], t.shape[:t.ndim], start, start + t.size))
+            total += t.size
         if tensor_names is not None:
             missing = set(tensor_names) - seen
             if missing:
                 raise ValueError(f"tensor_names not found in checkpoint: {sorted(missing)}")
-        for tensors in self.files_to_tensors_metadata.values():
+        for tensors in metadata.values():
             tensors.sort(key=lambda m: m.offsets.start)
+        self._metadata, self._total_size = metadata, total
 
     def get_tensors(self) -> Iterator[Tuple[str, object]]:
         """Yields (name, tensor) in file order: torch tensors (numpy arrays without torch),

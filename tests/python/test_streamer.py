@@ -70,6 +70,21 @@ def test_tensors_come_in_file_order(models):
     assert len(ref) == len(names)
 
 
+def test_tensor_metadata_as_runai_lists_it_even_after_the_stream(models):
+    ref = read_reference(models["small"])
+    with SafetensorsStreamer() as s:
+        s.stream_file(models["small"])
+        sum(1 for _ in s.get_tensors())
+    meta = s.files_to_tensors_metadata  # read only now: still there, as with Run:ai
+    assert list(meta) == [0]
+    assert [m.name for m in meta[0]] == [n for n, _, _, _, _ in in_file_order(models["small"])]
+    for m in meta[0]:
+        dtype, shape, data, offset = ref[m.name]
+        assert (m.dtype, tuple(m.shape), m.offsets.start, m.get_bytesize()) == \
+            (dtype, shape, offset, len(data)), m.name
+    assert s.total_size == sum(len(v[2]) for v in ref.values())
+
+
 def test_several_files_and_a_directory(models):
     with SafetensorsStreamer() as s:
         s.stream_files([models["small"], models["other"]])
