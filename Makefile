@@ -144,7 +144,7 @@ gpu-tools: $(GPU_TOOLS) $(CLI) $(MKMODEL) $(B)/tests/libfakecuda.so
 python-install: lib
 	MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pip install -q --no-deps --no-build-isolation \
 	  --force-reinstall ./python
-python-tests: python-install $(MKMODEL)
+python-tests: python-install $(MKMODEL) $(B)/tests/libfakecuda.so
 	cd tests/python && MODELSTREAM_BUILD=$(abspath $(B)) python3 -m pytest -q -p no:cacheprovider . \
 	  | tee $(abspath $(B))/python-tests.log
 

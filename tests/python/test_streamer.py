@@ -286,3 +286,65 @@ def test_mapped_delivery_gives_the_files_pages(models, monkeypatch):
     with SafetensorsStreamer() as s, pytest.raises(modelstream.InvalidArgumentError,
                                                    match="MODELSTREAM_DELIVER=sideways"):
         s.stream_file(models["small"])
+
+
+CUDA_CHILD = r"""
+import ctypes, json, sys
+import torch
+import modelstream
+from modelstream import _tensors
+seen = []
+
+class DeviceOnHost:
+    uint8 = torch.uint8
+
+    @staticmethod
+    def as_tensor(obj, device):
+        iface = obj.__cuda_array_interface__
+        assert device == "cuda:0" and iface["version"] == 3 and iface["stream"] is None
+        (n,), (ptr, _) = iface["shape"], iface["data"]
+        seen.append(ptr)
+        return torch.frombuffer(bytearray(ctypes.string_at(ptr, n)), dtype=torch.uint8)
+
+    @staticmethod
+    def empty(n, dtype, device):
+        return torch.empty(n, dtype=dtype)
+
+_tensors.torch = DeviceOnHost
+with modelstream.SafetensorsStreamer() as s:
+    s.stream_file(sys.argv[1], device="cuda:0")
+    got = [(name, t.contiguous().view(torch.uint8).numpy().tobytes().hex(), list(t.shape))
+           for name, t in s.get_tensors()]
+    st = s.stats()
+print(json.dumps({"tensors": got, "device": st["device"], "bytes": st["bytes_to_device"],
+                  "total": s.total_size, "distinct": len(set(seen)), "seen": len(seen)}))
+"""
+
+
+def test_cuda_tensors_carry_the_devices_bytes(models):
+    """device="cuda:0" through the GPU sink, on the stand-in driver (BUILD/tests/
+    libfakecuda.so, whose device memory is host memory): each tensor torch is handed is
+    the __cuda_array_interface__ of the tensor's bytes on the device, which equal the
+    file's. torch cannot map device memory on a machine without a GPU, so the child's
+    as_tensor reads the interface itself; tests/gpu/run.sh runs the real thing. A child
+    process, since a process loads its driver once."""
+    import json
+    import subprocess
+    import sys
+    from conftest import BUILD
+    fake = os.path.join(BUILD, "tests", "libfakecuda.so")
+    if not os.path.exists(fake):
+        pytest.skip(f"no stand-in driver at {fake} (make python-tests builds it)")
+    if torch is None:
+        pytest.skip("device tensors need torch")
+    r = subprocess.run([sys.executable, "-c", CUDA_CHILD, models["torchable"]],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, MODELSTREAM_CUDA_DRIVER=fake))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    want = in_file_order(models["torchable"])
+    assert [n for n, _, _ in out["tensors"]] == [w[0] for w in want]
+    for (name, data, shape), (_, _, wshape, wdata, _) in zip(out["tensors"], want):
+        assert bytes.fromhex(data) == wdata and tuple(shape) == wshape, name
+    assert out["device"] == 0 and out["bytes"] == out["total"] > 0
+    assert out["distinct"] == out["seen"] > 0  # each tensor its own device bytes
