@@ -348,3 +348,40 @@ def test_cuda_tensors_carry_the_devices_bytes(models):
         assert bytes.fromhex(data) == wdata and tuple(shape) == wshape, name
     assert out["device"] == 0 and out["bytes"] == out["total"] > 0
     assert out["distinct"] == out["seen"] > 0  # each tensor its own device bytes
+
+
+NUMPY_CHILD = r"""
+import json, sys
+sys.modules["torch"] = None  # as if torch were not installed
+import numpy as np
+import modelstream
+out = []
+with modelstream.SafetensorsStreamer() as s:
+    s.stream_file(sys.argv[1])
+    for name, a in s.get_tensors():
+        assert isinstance(a, np.ndarray), type(a)
+        out.append((name, str(a.dtype), list(a.shape), np.ascontiguousarray(a).tobytes().hex()))
+print(json.dumps(out))
+"""
+
+
+def test_numpy_arrays_without_torch(models):
+    """Without torch, numpy arrays in each tensor's shape; bf16 and float8 as ml_dtypes'
+    types where it is installed, else their raw bits (uint16, uint8)."""
+    import json
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", NUMPY_CHILD, models["torchable"]],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    want = in_file_order(models["torchable"])
+    assert [g[0] for g in got] == [w[0] for w in want]
+    names = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "F16": "float16",
+             "I32": "int32", "F32": "float32", "I64": "int64", "F64": "float64",
+             "BF16": ("bfloat16", "uint16"), "F8_E4M3": ("float8_e4m3fn", "uint8"),
+             "F8_E5M2": ("float8_e5m2", "uint8")}
+    for (name, dtype, shape, data), (_, wdtype, wshape, wdata, _) in zip(got, want):
+        assert bytes.fromhex(data) == wdata and tuple(shape) == wshape, name
+        assert dtype in (names[wdtype] if isinstance(names[wdtype], tuple)
+                         else (names[wdtype],)), (name, dtype, wdtype)
