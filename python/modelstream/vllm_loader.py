@@ -2,8 +2,13 @@
 
 Installing this package registers it: vLLM calls every `vllm.general_plugins` entry point
 in each of its processes, and ours (`register`) adds a model loader for the format. MODEL is
-what `--load-format runai_streamer` takes: a local directory, an s3:// or gs:// prefix, or a
-Hugging Face repository id (downloaded by vLLM's own code first).
+a local directory (the node cache's, say) or a Hugging Face repository id (downloaded by
+vLLM's own code first).
+
+vLLM takes an s3:// or gs:// MODEL only with its own format names (runai_streamer among
+them), so the same loader also serves `--load-format runai_streamer` where Run:ai Model
+Streamer is not installed, or wherever MODELSTREAM_VLLM_RUNAI=1: replacing the
+runai-model-streamer package by this one in an image then changes no flag.
 
 `--model-loader-extra-config` takes the keys the runai_streamer format takes, with the
 same meaning, and modelstream's own:
@@ -107,16 +112,40 @@ def weights_iterator(files: List[str], device: str = "cpu",
 _registered = False
 
 
+def serves_runai_format() -> bool:
+    """Whether the plugin also serves vLLM's `runai_streamer` format: MODELSTREAM_VLLM_RUNAI
+    =1 yes, =0 no; unset, only where Run:ai Model Streamer is not installed (there vLLM's
+    own loader for the format cannot run at all)."""
+    setting = os.environ.get("MODELSTREAM_VLLM_RUNAI", "")
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"MODELSTREAM_VLLM_RUNAI={setting}: expected 0 or 1")
+    if setting:
+        return setting == "1"
+    import importlib.util
+    return importlib.util.find_spec("runai_model_streamer") is None
+
+
 def register() -> None:
     """The `vllm.general_plugins` entry point: registers the modelstream load format with
-    vLLM's model-loader registry. Safe to call more than once (vLLM calls it in every
-    process it starts)."""
+    vLLM's model-loader registry, and, where serves_runai_format() says so, the
+    runai_streamer format too, with this package's pull_files and list_safetensors for the
+    config and tokenizer files vLLM fetches from object storage itself. vLLM accepts an
+    s3:// or gs:// model only with its own format names, which is why the second exists.
+    Safe to call more than once (vLLM calls it in every process it starts)."""
     global _registered
     if _registered:
         return
     from vllm.model_executor.model_loader import register_model_loader
 
-    register_model_loader(LOAD_FORMAT)(_loader_class())
+    loader = _loader_class()
+    register_model_loader(LOAD_FORMAT)(loader)
+    if serves_runai_format():
+        from vllm.transformers_utils import runai_utils
+
+        from .streamer import pull_files
+        register_model_loader("runai_streamer")(loader)
+        runai_utils.runai_pull_files = pull_files
+        runai_utils.runai_list_safetensors = list_safetensors
     _registered = True
 
 

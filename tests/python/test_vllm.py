@@ -112,6 +112,19 @@ def test_extra_config_is_checked_before_anything_applies():
             vllm_loader.parse_extra_config(bad)
 
 
+def test_when_the_plugin_serves_runai_streamer(monkeypatch):
+    import importlib.util
+    monkeypatch.delenv("MODELSTREAM_VLLM_RUNAI", raising=False)
+    assert vllm_loader.serves_runai_format() == \
+        (importlib.util.find_spec("runai_model_streamer") is None)
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("MODELSTREAM_VLLM_RUNAI", value)
+        assert vllm_loader.serves_runai_format() is want
+    monkeypatch.setenv("MODELSTREAM_VLLM_RUNAI", "yes")
+    with pytest.raises(ValueError, match="MODELSTREAM_VLLM_RUNAI=yes: expected 0 or 1"):
+        vllm_loader.serves_runai_format()
+
+
 def test_the_plugin_entry_point_is_installed():
     """What vLLM's load_general_plugins() finds: the installed package's entry point."""
     from importlib.metadata import entry_points
@@ -168,6 +181,49 @@ def test_vllm_loads_the_plugin_and_its_registry_gives_our_loader(model_dir):
     m = Model()
     loader.load_weights(m, config)
     check_all(m.params, shards(model_dir))
+
+
+def test_an_s3_model_through_vllms_own_model_config(model_dir, s3):
+    """`vllm serve s3://...` without Run:ai Model Streamer: vLLM's ModelConfig fetches the
+    config through the runai_utils functions the plugin provides, and the runai_streamer
+    format it insists on for object storage is this loader, streaming the weights."""
+    _vllm()
+    import boto3
+    from vllm.plugins import load_general_plugins
+    load_general_plugins()
+    from vllm.config import ModelConfig
+    from vllm.config.load import LoadConfig
+    from vllm.model_executor.model_loader import get_model_loader
+    from vllm.transformers_utils import runai_utils
+    assert runai_utils.runai_pull_files is modelstream.pull_files
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    for f in shards(model_dir):
+        client.upload_file(f, "models", "tiny/" + os.path.basename(f))
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+              "num_hidden_layers": 2, "num_key_value_heads": 4, "vocab_size": 256,
+              "max_position_embeddings": 128, "torch_dtype": "bfloat16"}
+    client.put_object(Bucket="models", Key="tiny/config.json", Body=json.dumps(config))
+    mc = ModelConfig(model="s3://models/tiny/", tokenizer="s3://models/tiny/")
+    assert mc.model_weights == "s3://models/tiny/"
+    assert os.listdir(mc.model) == ["config.json"]  # pulled by our pull_files
+    loader = get_model_loader(LoadConfig(load_format="runai_streamer"))
+    assert type(loader).__name__ == "ModelStreamLoader"
+    check_all(list(loader.get_all_weights(mc, None)), shards(model_dir))
+
+
+def test_runai_streamer_stays_vllms_when_told(tmp_path):
+    _vllm()
+    code = ("import modelstream.vllm_loader as v\n"
+            "v.register()\n"
+            "from vllm.config.load import LoadConfig\n"
+            "from vllm.model_executor.model_loader import get_model_loader\n"
+            "print(type(get_model_loader(LoadConfig(load_format='runai_streamer'))).__name__,"
+            " type(get_model_loader(LoadConfig(load_format='modelstream'))).__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, MODELSTREAM_VLLM_RUNAI="0"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["RunaiModelStreamerLoader", "ModelStreamLoader"]
 
 
 def test_vllms_own_runai_iterator_runs_on_our_streamer(model_dir, monkeypatch):
