@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/run.sh - the GPU check in one call, sized to take under 5 minutes, on a machine with an
+# tests/gpu/run.sh - the GPU check in one call, sized to take under 8 minutes, on a machine with an
 # NVIDIA GPU (the device tool's: `run` with carry=["gpu-carry"], command
 # "bash tests/gpu/run.sh").
 #
@@ -16,7 +16,9 @@
 #     cache (registered mappings), from a tmpfs huge=within_size cache (registered), and
 #     through the pinned staging ring; then the peers on the same file
 #     (safetensors.torch.load_file, Run:ai's SafetensorsStreamer with .to(), fastsafetensors
-#     nogds) and the ratios against the targets.
+#     nogds) and the ratios against the targets;
+#  5. the Python package: its pytest tests (tests/python, test_gpu.py among them) and its
+#     bench rows (tests/bench/python_bench.py) on cuda:0.
 #
 # --rehearse runs every step here, without a GPU, against the stand-in driver
 # (build/tests/libfakecuda.so) on a small file: the figures then mean nothing, the steps
@@ -212,6 +214,45 @@ say "targets: tmpfs >= 0.9x the peak ($(ratio tmpfs pinned_peak)); page cache >=
 best_ms=$(python3 -c "print(max(float(x) for x in '${row[page_cache]:-0} ${row[tmpfs]:-0} ${row[staging]:-0}'.split()))")
 row[modelstream_best]=$best_ms
 say "         >= 3x Run:ai ($(ratio modelstream_best runai)); >= 1.5x fastsafetensors ($(ratio modelstream_best fastsafetensors)); vs safetensors $(ratio modelstream_best safetensors)"
+
+# -- 5. the Python package ----------------------------------------------------------------
+# Its tests (tests/python; test_gpu.py is the part that needs the GPU: every tensor on
+# cuda:0 through each copy path against safetensors.torch, held tensors under a small ring)
+# and its bench rows against the peers, in-process, on cuda:0. The package is the wheel
+# scripts/gpu_carry.sh carries (py3-none: any Python 3), or the one `make wheel` builds.
+section "python"
+wheel=$(ls gpu-carry/wheels/modelstream-*.whl 2>/dev/null | head -1)
+if [ -z "$wheel" ] && make -s wheel >"$work/wheel.log" 2>&1; then
+  wheel=$(ls build/wheels/modelstream-*.whl 2>/dev/null | head -1)
+fi
+if [ -z "$wheel" ]; then
+  say "not ok - the Python package: no wheel carried and make wheel failed"
+  failures=$((failures + 1))
+else
+  python3 -m pip install -q --no-index --no-deps --target "$pydir" "$wheel" 2>&1 | tail -1
+  py=("${ours[@]}" "PYTHONPATH=$pydir${PYTHONPATH:+:$PYTHONPATH}" PIP_NO_INDEX=1 PYTHONUNBUFFERED=1)
+  tests=.
+  [ $rehearse -eq 1 ] && tests=test_gpu.py # make python-tests runs the rest
+  build_dir=$(cd "$B" && pwd)
+  (cd tests/python && "${py[@]}" MODELSTREAM_BUILD="$build_dir" \
+    timeout 300 python3 -m pytest -q -p no:cacheprovider -rs "$tests" 2>&1) |
+    tee "$work/pytest.log" | tail -25
+  counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$work/pytest.log" | tail -1)
+  if [ -z "$counts" ]; then
+    say "not ok - the Python tests printed no result"
+    failures=$((failures + 1))
+  else
+    passes=$((passes + ${counts%% passed*}))
+    failures=$((failures + $(awk '{print $3}' <<<"$counts")))
+  fi
+  if [ $rehearse -eq 1 ]; then
+    bench=(--device cpu --gib 1 --repeat 1)
+  else
+    bench=(--device cuda:0 --gib "${MS_GPU_PY_GIB:-2}" --repeat 2)
+  fi
+  "${py[@]}" timeout 300 python3 tests/bench/python_bench.py --build "$B" "${bench[@]}" 2>&1 |
+    tail -14 || true
+fi
 say
 say "gpu run: $(($(date +%s) - start)) s"
 say "$passes passed, $failures failed"
