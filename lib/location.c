@@ -1,6 +1,7 @@
 /*
  * location.c - choosing a location's back end, once, and the one lister (see location.h).
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,19 @@ const ms__backend *ms__backend_of(const char *location)
 	if (ms__source_s3_handles(location))
 		return &ms__backend_s3;
 	return &ms__backend_file;
+}
+
+int ms__location_refuse_unknown(const char *location)
+{
+	size_t n = strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                            "0123456789+-.");
+
+	if (n == 0 || !isalpha((unsigned char)location[0]) || strncmp(location + n, "://", 3) != 0)
+		return 0;
+	return ms__error_set(MS_EUNSUPPORTED,
+	                     "%s: no back end reads %.*s:// locations (local paths, s3://, gs:// "
+	                     "and schemes registered with ms_backend_register())",
+	                     location, (int)n, location);
 }
 
 int ms__source_open(ms__source **out, const char *location, const ms__open_options *o)

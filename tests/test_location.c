@@ -161,6 +161,32 @@ Test(location, filters_limits_and_errors)
 	free((void *)root);
 }
 
+/* A scheme that no back end claims is named as such, by every entry point, instead of
+ * being looked for as a local path. */
+Test(location, an_unknown_scheme_is_refused_by_name)
+{
+	const char *says = "az://c/m/: no back end reads az:// locations (local paths, s3://, "
+	                   "gs:// and schemes registered with ms_backend_register())";
+	ms_streamer_options opts = MS_STREAMER_OPTIONS_INIT;
+	ms__listing l;
+	ms_streamer *s = NULL;
+	int exists = -1;
+
+	cr_assert_eq(ms__listing_collect(&l, "az://c/m/", true, NULL, NULL), MS_EUNSUPPORTED);
+	cr_assert_str_eq(ms_error_last()->message, says);
+	cr_assert_eq(ms_storage_exists(&exists, NULL, "az://c/m/"), MS_EUNSUPPORTED);
+	cr_assert_str_eq(ms_error_last()->message, says);
+	cr_assert_not(ms__location_is_dir("az://c/m/"));
+	cr_assert_eq(ms_streamer_new(&s, &opts), 0);
+	cr_assert_eq(ms_streamer_add(s, "az://c/m/a.safetensors"), MS_EUNSUPPORTED);
+	cr_assert(strstr(ms_error_last()->message, "no back end reads az:// locations") != NULL,
+	          "%s", ms_error_last()->message);
+	ms_streamer_free(s);
+	/* Not a scheme: a colon in a local name, or no letter first. */
+	cr_assert_eq(ms__listing_collect(&l, "./az://c", true, NULL, NULL), MS_ENOTFOUND);
+	cr_assert_eq(ms__listing_collect(&l, "1a://c", true, NULL, NULL), MS_ENOTFOUND);
+}
+
 /* ms_storage_get: the bytes, whole, under the name; nothing left behind on a failure. */
 Test(location, get_copies_a_file_whole_or_not_at_all)
 {

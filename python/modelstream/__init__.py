@@ -7,7 +7,7 @@ pull_files) over libmodelstream, a C library; see streamer.py for what differs.
 from . import _capi
 from .errors import (AccessDeniedError, CanceledError, FormatError, InvalidArgumentError,
                      MemoryLimitError, ModelStreamError, NoDeviceError, NotFoundError,
-                     StorageIOError, UnavailableError)
+                     StorageIOError, UnavailableError, UnsupportedError)
 from .streamer import SafetensorsStreamer, TensorMetadata, list_safetensors, pull_files
 
 __version__ = _capi.ms_version().decode()
@@ -16,4 +16,4 @@ _capi.ms_global_init()  # libcurl's global state, before any thread of ours star
 __all__ = ["SafetensorsStreamer", "TensorMetadata", "list_safetensors", "pull_files",
            "ModelStreamError", "NotFoundError", "AccessDeniedError", "FormatError",
            "InvalidArgumentError", "MemoryLimitError", "CanceledError", "UnavailableError",
-           "NoDeviceError", "StorageIOError", "__version__"]
+           "NoDeviceError", "StorageIOError", "UnsupportedError", "__version__"]

@@ -59,9 +59,15 @@ class StorageIOError(ModelStreamError, OSError):
     code = _capi.MS_EIO
 
 
+class UnsupportedError(ModelStreamError, ValueError):
+    """Valid, but not something this library does: an az:// location, say."""
+    code = _capi.MS_EUNSUPPORTED
+
+
 _BY_CODE = {c.code: c for c in (NotFoundError, AccessDeniedError, FormatError,
                                 InvalidArgumentError, MemoryLimitError, CanceledError,
-                                UnavailableError, NoDeviceError, StorageIOError)}
+                                UnavailableError, NoDeviceError, StorageIOError,
+                                UnsupportedError)}
 
 
 def error_from_last(code: int | None = None) -> ModelStreamError:

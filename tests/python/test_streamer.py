@@ -157,6 +157,12 @@ def test_errors_carry_the_librarys_message(models, tmp_path):
         with pytest.raises(modelstream.FormatError, match="bad.safetensors") as e:
             s.stream_file(str(bad))
     assert isinstance(e.value, ValueError) and e.value.code == -7
+    for call in (lambda: modelstream.list_safetensors("az://c/llama/"),
+                 lambda: SafetensorsStreamer().stream_file("az://c/llama/a.safetensors")):
+        with pytest.raises(modelstream.UnsupportedError,
+                           match="no back end reads az:// locations") as e:
+            call()
+        assert isinstance(e.value, ValueError)
     with SafetensorsStreamer() as s:
         with pytest.raises(modelstream.InvalidArgumentError, match="is not a device"):
             s.stream_file(models["small"], device="tpu:0")
