@@ -109,8 +109,7 @@ static bool file_is_dir(const char *location)
 {
 	struct stat st;
 
-	return ms__location_refuse_unknown(location) == 0 && stat(location, &st) == 0 &&
-	       S_ISDIR(st.st_mode);
+	return stat(location, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static int file_list(void **context, const char *location, bool recursive,
@@ -124,8 +123,6 @@ static int file_list(void **context, const char *location, bool recursive,
 
 	(void)o;
 	*context = NULL;
-	if ((rc = ms__location_refuse_unknown(location)) != 0)
-		return rc;
 	if (stat(location, &st) != 0)
 		return ms__error_errno(errno, "%s", location);
 	if (S_ISDIR(st.st_mode)) {
@@ -159,10 +156,7 @@ static int file_list(void **context, const char *location, bool recursive,
 
 static int file_open(ms__source **out, const char *location, const ms__open_options *o)
 {
-	int rc = ms__location_refuse_unknown(location);
-
-	*out = NULL;
-	return rc != 0 ? rc : ms__source_file_open(out, location, o->direct_io);
+	return ms__source_file_open(out, location, o->direct_io);
 }
 
 static int file_open_listed(ms__source **out, void *context, const ms_object *obj,
@@ -175,10 +169,7 @@ static int file_open_listed(ms__source **out, void *context, const ms_object *ob
 static int file_exists(const char *location, int *exists, uint64_t *size)
 {
 	struct stat st;
-	int rc = ms__location_refuse_unknown(location);
 
-	if (rc != 0)
-		return rc;
 	if (stat(location, &st) == 0) {
 		*exists = 1;
 		if (size != NULL)

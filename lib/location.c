@@ -11,26 +11,91 @@
 #include "s3/source_s3.h"
 #include "source_custom.h"
 
+/* The length of `location`'s scheme ("az" of "az://c/m"), or 0 if it has none. */
+static size_t scheme_length(const char *location)
+{
+	size_t n = strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                            "0123456789+-.");
+
+	return n > 0 && isalpha((unsigned char)location[0]) && strncmp(location + n, "://", 3) == 0
+	           ? n
+	           : 0;
+}
+
+/*
+ * The back end of a scheme no other claims ("az://c/m"): every call fails by naming it,
+ * instead of the location being looked for as a local path that cannot be there. is_dir
+ * answers yes, so that a caller that would list a directory asks list(), which says why.
+ */
+static int unclaimed(const char *location)
+{
+	return ms__error_set(MS_EUNSUPPORTED,
+	                     "%s: no back end reads %.*s:// locations (local paths, s3://, gs:// "
+	                     "and schemes registered with ms_backend_register())",
+	                     location, (int)scheme_length(location), location);
+}
+
+static int unclaimed_open(ms__source **out, const char *location, const ms__open_options *o)
+{
+	(void)o;
+	*out = NULL;
+	return unclaimed(location);
+}
+
+static bool unclaimed_is_dir(const char *location)
+{
+	(void)location;
+	return true;
+}
+
+static int unclaimed_list(void **context, const char *location, bool recursive,
+                          const ms__open_options *o, ms_list_fn fn, void *payload)
+{
+	(void)recursive, (void)o, (void)fn, (void)payload;
+	*context = NULL;
+	return unclaimed(location);
+}
+
+static int unclaimed_open_listed(ms__source **out, void *context, const ms_object *obj,
+                                 const ms__open_options *o)
+{
+	(void)context;
+	return unclaimed_open(out, obj->location, o);
+}
+
+static int unclaimed_exists(const char *location, int *exists, uint64_t *size)
+{
+	(void)exists, (void)size;
+	return unclaimed(location);
+}
+
+static int unclaimed_put(void **context, const char *path, const char *location,
+                         const ms_push_options *o)
+{
+	(void)context, (void)path, (void)o;
+	return unclaimed(location);
+}
+
+static const ms__backend backend_unclaimed = {
+    .name = "unclaimed scheme",
+    .summary = "has a scheme no back end reads",
+    .open = unclaimed_open,
+    .is_dir = unclaimed_is_dir,
+    .list = unclaimed_list,
+    .open_listed = unclaimed_open_listed,
+    .exists = unclaimed_exists,
+    .put = unclaimed_put,
+};
+
 const ms__backend *ms__backend_of(const char *location)
 {
 	if (ms__source_custom_handles(location))
 		return &ms__backend_custom;
 	if (ms__source_s3_handles(location))
 		return &ms__backend_s3;
+	if (scheme_length(location) > 0)
+		return &backend_unclaimed;
 	return &ms__backend_file;
-}
-
-int ms__location_refuse_unknown(const char *location)
-{
-	size_t n = strspn(location, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                            "0123456789+-.");
-
-	if (n == 0 || !isalpha((unsigned char)location[0]) || strncmp(location + n, "://", 3) != 0)
-		return 0;
-	return ms__error_set(MS_EUNSUPPORTED,
-	                     "%s: no back end reads %.*s:// locations (local paths, s3://, gs:// "
-	                     "and schemes registered with ms_backend_register())",
-	                     location, (int)n, location);
 }
 
 int ms__source_open(ms__source **out, const char *location, const ms__open_options *o)

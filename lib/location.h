@@ -80,15 +80,11 @@ typedef struct {
 	void (*counters)(void *context, ms__backend_counters *out);
 } ms__backend;
 
-/** The back end of `location`. Never NULL: what no scheme claims is a local path. */
-const ms__backend *ms__backend_of(const char *location);
-
 /**
- * For the local back end, which gets what no scheme claims: MS_EUNSUPPORTED, naming the
- * scheme, if `location` has one ("az://c/m"), so that it is not looked for as a path;
- * else 0.
+ * The back end of `location`. Never NULL: a location without a scheme is a local path, and
+ * one whose scheme nothing claims gets a back end that refuses it by name (MS_EUNSUPPORTED).
  */
-int ms__location_refuse_unknown(const char *location);
+const ms__backend *ms__backend_of(const char *location);
 
 /** Opens the object `location` names, through its back end. */
 int ms__source_open(ms__source **out, const char *location, const ms__open_options *o);

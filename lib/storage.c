@@ -32,8 +32,6 @@ int ms_storage_list(const char *prefix_url, int flags, const ms_cancel *cancel, 
 	if (prefix_url == NULL || fn == NULL)
 		return ms__error_set(MS_EINVAL, "ms_storage_list: url or callback is NULL");
 	b = ms__backend_of(prefix_url);
-	if (b == &ms__backend_file && (rc = ms__location_refuse_unknown(prefix_url)) != 0)
-		return rc;
 	if (!b->is_dir(prefix_url)) {
 		if (b == &ms__backend_file && access(prefix_url, F_OK) != 0)
 			return ms__error_errno(errno, "%s", prefix_url);

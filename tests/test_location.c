@@ -74,8 +74,10 @@ Test(location, each_location_gets_its_back_end)
 	cr_assert_eq(ms__backend_of("GS://bucket/"), &ms__backend_s3);
 	cr_assert_eq(ms__backend_of("/var/models/x.safetensors"), &ms__backend_file);
 	cr_assert_eq(ms__backend_of("relative/dir/"), &ms__backend_file);
-	cr_assert_eq(ms__backend_of("myfs://x"), &ms__backend_file,
-	             "an unregistered scheme is a (missing) local path");
+	cr_assert_neq(ms__backend_of("myfs://x"), &ms__backend_file,
+	              "an unregistered scheme is refused, not looked for as a local path");
+	cr_assert_eq(ms__backend_of("./myfs://x"), &ms__backend_file);
+	cr_assert_eq(ms__backend_of("9p://x"), &ms__backend_file, "a scheme begins with a letter");
 	cr_assert(ms__location_is_dir("s3://bucket"));
 	cr_assert(ms__location_is_dir("s3://bucket/dir/"));
 	cr_assert(!ms__location_is_dir("s3://bucket/dir/file"));
@@ -176,7 +178,10 @@ Test(location, an_unknown_scheme_is_refused_by_name)
 	cr_assert_str_eq(ms_error_last()->message, says);
 	cr_assert_eq(ms_storage_exists(&exists, NULL, "az://c/m/"), MS_EUNSUPPORTED);
 	cr_assert_str_eq(ms_error_last()->message, says);
-	cr_assert_not(ms__location_is_dir("az://c/m/"));
+	cr_assert_eq(ms_storage_get("az://c/m/a.bin", "/nonexistent/a.bin", NULL), MS_EUNSUPPORTED);
+	cr_assert(strstr(ms_error_last()->message, "az://c/m/a.bin: no back end reads az://") ==
+	              ms_error_last()->message,
+	          "%s", ms_error_last()->message);
 	cr_assert_eq(ms_streamer_new(&s, &opts), 0);
 	cr_assert_eq(ms_streamer_add(s, "az://c/m/a.safetensors"), MS_EUNSUPPORTED);
 	cr_assert(strstr(ms_error_last()->message, "no back end reads az:// locations") != NULL,

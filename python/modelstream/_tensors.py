@@ -85,7 +85,7 @@ class _Lease:
     __cuda_array_interface__; released when nothing refers to it any more."""
 
     __slots__ = ("handle", "tensor", "size", "__array_interface__",
-                 "__cuda_array_interface__", "__weakref__")
+                 "__cuda_array_interface__")
 
     def __init__(self, handle: Handle, t, c, readonly: bool):
         self.handle = handle

@@ -200,6 +200,8 @@ class SafetensorsStreamer:
     def _describe(self) -> None:
         """files_to_tensors_metadata and total_size, from the library's tensor table."""
         tensor_names = self._tensor_names
+        # Marked built first: a failed check (a missing name) is raised once, by
+        # stream_files, and not again by close().
         self._metadata, self._total_size = {}, 0
         if self._handle is None:
             return

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from .streamer import SafetensorsStreamer, list_safetensors
+from .streamer import SafetensorsStreamer, _is_url, list_safetensors
 
 LOAD_FORMAT = "modelstream"
 
@@ -75,20 +75,17 @@ def parse_extra_config(extra: Optional[dict]) -> Tuple[Dict[str, str], str]:
     return env, extra.get("device", "cpu")
 
 
-def _is_url(path: str) -> bool:
-    return path.startswith(("s3://", "gs://"))
-
-
 def prepare_weights(model: str, download: Optional[Callable[[str], str]] = None) -> List[str]:
-    """The checkpoint's *.safetensors files: those in the directory or under the s3:// or
-    gs:// prefix `model`, or, for anything else (a Hugging Face id), in the directory
-    `download(model)` returns. Raises RuntimeError when there are none."""
+    """The checkpoint's *.safetensors files: those in the directory or under the prefix
+    `model` (any URL: the library says which schemes it reads), or, for anything else (a
+    Hugging Face id), in the directory `download(model)` returns. Raises RuntimeError when
+    there are none."""
     if os.path.isdir(model) or _is_url(model):
         folder = model
     elif download is not None:
         folder = download(model)
     else:
-        raise RuntimeError(f"{model}: not a directory, an s3:// or a gs:// prefix")
+        raise RuntimeError(f"{model}: not a directory or a URL")
     files = list_safetensors(folder)
     if not files:
         raise RuntimeError(f"Cannot find any safetensors model weights with `{model}`")

@@ -91,8 +91,10 @@ def test_the_weights_iterator_over_s3(models, s3):
 def test_no_weights_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="Cannot find any safetensors model weights"):
         vllm_loader.prepare_weights(str(tmp_path))
-    with pytest.raises(RuntimeError, match="not a directory"):
+    with pytest.raises(RuntimeError, match="not a directory or a URL"):
         vllm_loader.prepare_weights("org/no-such-repo")
+    with pytest.raises(modelstream.UnsupportedError, match="no back end reads az://"):
+        vllm_loader.prepare_weights("az://container/llama/")
 
 
 def test_extra_config_is_checked_before_anything_applies():
